@@ -1,0 +1,89 @@
+"""Where things live on Kaggle, Colab and a local checkout: data, model weights, outputs, runs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+KAGGLE_INPUT = Path("/kaggle/input")
+KAGGLE_WORKING = Path("/kaggle/working")
+COLAB_ROOT = Path("/content")
+
+
+def detect_env() -> str:
+    """'kaggle', 'colab' or 'local'."""
+    if os.environ.get("KAGGLE_KERNEL_RUN_TYPE") or KAGGLE_INPUT.is_dir():
+        return "kaggle"
+    if os.environ.get("COLAB_RELEASE_TAG") or os.environ.get("COLAB_GPU") is not None or (
+            COLAB_ROOT.is_dir() and Path("/content/sample_data").exists()):
+        return "colab"
+    return "local"
+
+
+def default_output_dir(env: str | None = None) -> Path:
+    """Output root: /kaggle/working/outputs on Kaggle, /content/outputs on Colab, <repo>/outputs locally."""
+    env = env or detect_env()
+    return {"kaggle": KAGGLE_WORKING / "outputs", "colab": COLAB_ROOT / "outputs"}.get(env, REPO_ROOT / "outputs")
+
+
+def sample_paths() -> tuple[Path, Path]:
+    """The bundled real sample: (train, test)."""
+    return REPO_ROOT / "data" / "sample" / "train.csv.gz", REPO_ROOT / "data" / "sample" / "test.csv"
+
+
+def data_search_dirs(env: str | None = None) -> list[Path]:
+    """Folders searched for a data file given by bare name, most specific first."""
+    env = env or detect_env()
+    dirs = [REPO_ROOT / "data", REPO_ROOT / "data" / "sample"]
+    if env == "kaggle":
+        dirs = sorted(p for p in KAGGLE_INPUT.glob("*") if p.is_dir()) + dirs
+    if env == "colab":
+        dirs = [COLAB_ROOT / "data", COLAB_ROOT / "drive" / "MyDrive" / "data"] + dirs
+    return dirs
+
+
+def resolve_data_path(path: str | Path, env: str | None = None) -> Path:
+    """Return ``path`` if it exists, else the first ``<dir>/<path>`` found in ``data_search_dirs``."""
+    path = Path(path).expanduser()
+    if path.exists():
+        return path
+    if not path.is_absolute():
+        for d in data_search_dirs(env):
+            if (d / path).exists():
+                return d / path
+    tried = [str(path)] + ([str(d / path) for d in data_search_dirs(env)] if not path.is_absolute() else [])
+    raise FileNotFoundError(f"data file {path} not found; tried: {tried}. See data/README.md for where to put "
+                            "the competition files.")
+
+
+def model_search_dirs(env: str | None = None) -> list[Path]:
+    """Folders searched for model weights by name: local models/, Kaggle inputs (datasets and models)."""
+    env = env or detect_env()
+    dirs = [REPO_ROOT / "models"]
+    if env == "kaggle":
+        dirs += [KAGGLE_INPUT, *sorted(p for p in KAGGLE_INPUT.glob("*") if p.is_dir())]
+    if env == "colab":
+        dirs += [COLAB_ROOT / "models", COLAB_ROOT / "drive" / "MyDrive" / "models"]
+    return dirs
+
+
+def run_dir(output_dir: str | Path, run_name: str) -> Path:
+    """``<output_dir>/runs/<run_name>``, created if needed."""
+    if not run_name or "/" in run_name or run_name in (".", ".."):
+        raise ValueError(f"run_name must be a plain folder name, got {run_name!r}")
+    path = Path(output_dir) / "runs" / run_name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def find_run(name_or_path: str | Path, output_dir: str | Path | None = None) -> Path:
+    """Locate a run folder (with config.json) by path, by name under output_dir/runs, or under /kaggle/input."""
+    candidates = [Path(name_or_path)]
+    if output_dir is not None:
+        candidates.append(Path(output_dir) / "runs" / str(name_or_path))
+    candidates += list(KAGGLE_INPUT.glob(f"*/runs/{name_or_path}")) + list(KAGGLE_INPUT.glob(f"*/{name_or_path}"))
+    for c in candidates:
+        if (c / "config.json").exists():
+            return c
+    raise FileNotFoundError(f"run {name_or_path!r} not found (a folder with config.json); tried "
+                            f"{[str(c) for c in candidates]}")

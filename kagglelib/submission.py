@@ -1,0 +1,57 @@
+"""Write and validate Kaggle submission files (``id,winner_model_a,winner_model_b,winner_tie``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .data import load_arena
+from .io import write_csv
+
+SUBMISSION_COLUMNS = ["id", "winner_model_a", "winner_model_b", "winner_tie"]
+
+
+def write_submission(ids: np.ndarray | list, probs: np.ndarray, path: str | Path) -> Path:
+    """Write one row per id in the given order; rows are renormalised to sum to 1. Atomic."""
+    probs = np.asarray(probs, dtype=np.float64)
+    ids = list(ids)
+    if probs.shape != (len(ids), 3):
+        raise ValueError(f"write_submission: probs shape {probs.shape}, expected ({len(ids)}, 3)")
+    if not np.isfinite(probs).all() or (probs < 0).any():
+        row = int(np.flatnonzero(~np.isfinite(probs).all(axis=1) | (probs < 0).any(axis=1))[0])
+        raise ValueError(f"write_submission: row {row} (id {ids[row]}) has invalid probabilities {probs[row]}")
+    totals = probs.sum(axis=1, keepdims=True)
+    if (totals <= 0).any():
+        row = int(np.flatnonzero(totals[:, 0] <= 0)[0])
+        raise ValueError(f"write_submission: row {row} (id {ids[row]}) probabilities sum to 0")
+    probs = probs / totals
+    df = pd.DataFrame({"id": ids, "winner_model_a": probs[:, 0], "winner_model_b": probs[:, 1],
+                       "winner_tie": probs[:, 2]})
+    return write_csv(df, path)
+
+
+def validate_submission(path: str | Path, test_path: str | Path, tol: float = 1e-6) -> pd.DataFrame:
+    """Check a submission against its test file; raise ValueError saying what is wrong, else return it."""
+    path = Path(path)
+    sub = pd.read_csv(path)
+    if list(sub.columns) != SUBMISSION_COLUMNS:
+        raise ValueError(f"{path}: columns must be {SUBMISSION_COLUMNS}, got {list(sub.columns)}")
+    test_ids = load_arena(test_path)["id"].astype(str).tolist()
+    if len(sub) != len(test_ids):
+        raise ValueError(f"{path}: {len(sub)} rows but the test file {test_path} has {len(test_ids)}")
+    sub_ids = sub["id"].astype(str).tolist()
+    for row, (got, want) in enumerate(zip(sub_ids, test_ids)):
+        if got != want:
+            raise ValueError(f"{path}: row {row} has id {got}, the test file has {want} there "
+                             "(one row per test id, in test order)")
+    probs = sub[SUBMISSION_COLUMNS[1:]].to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(probs).all(axis=1) | (probs < 0).any(axis=1) | (probs > 1).any(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{path}: row {row} (id {sub_ids[row]}) has probabilities outside [0, 1]: {probs[row]}")
+    off = np.abs(probs.sum(axis=1) - 1) > tol
+    if off.any():
+        row = int(np.flatnonzero(off)[0])
+        raise ValueError(f"{path}: row {row} (id {sub_ids[row]}) probabilities sum to {probs[row].sum():.6f}, not 1")
+    return sub

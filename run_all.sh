@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Run the numbered notebooks in order, headless with papermill, or the test suite.
+#
+#   bash run_all.sh           # every notebook on the bundled sample (CPU), executed copies in outputs/notebooks/
+#   bash run_all.sh test      # the test suite (pytest); extra arguments go to pytest
+#   bash run_all.sh setup     # only prepare the environment
+#
+# Settings (environment variables):
+#   TRAIN_PATH, TEST_PATH   data files (empty: Kaggle's competition files on Kaggle, else data/sample/)
+#   OUTPUT_DIR              where runs and executed notebooks go (default: outputs)
+#   PROFILE                 cpu-sample (default) | kaggle-t4 | colab-a100
+#   NOTEBOOKS               which notebooks, by number (default: all, e.g. NOTEBOOKS="01 02")
+#   VENV                    virtual environment folder on a local machine (default: .venv)
+#   USE_SYSTEM_PYTHON=1     use the current python3 and its packages (automatic on Kaggle and Colab)
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT="$PWD"
+
+OUTPUT_DIR="${OUTPUT_DIR:-$ROOT/outputs}"
+PROFILE="${PROFILE:-cpu-sample}"
+VENV="${VENV:-$ROOT/.venv}"
+
+on_hosted_notebook() { [ -d /kaggle/input ] || [ -n "${COLAB_RELEASE_TAG:-}" ] || [ -n "${KAGGLE_KERNEL_RUN_TYPE:-}" ]; }
+
+setup() {
+  if [ "${USE_SYSTEM_PYTHON:-0}" = 1 ] || on_hosted_notebook; then
+    PY="$(command -v python3)"
+    # Kaggle and Colab ship torch/transformers; install only what is missing (never touches their torch).
+    if ! "$PY" -c "import papermill, peft, transformers, accelerate, lightgbm, sklearn, matplotlib" 2>/dev/null; then
+      "$PY" -m pip install -q -r requirements.txt
+    fi
+  else
+    if [ ! -x "$VENV/bin/python" ]; then
+      echo "[run_all] creating virtual environment $VENV"
+      python3 -m venv "$VENV"
+    fi
+    PY="$VENV/bin/python"
+    # A CPU-only machine gets the CPU wheel; pulling plain 'torch' would download GBs of CUDA packages.
+    if ! "$PY" -c "import torch" 2>/dev/null; then
+      echo "[run_all] installing torch==2.13.0 (CPU)"
+      "$PY" -m pip install -q torch==2.13.0
+    fi
+    if [ ! -f "$VENV/.requirements-installed" ] || [ requirements.txt -nt "$VENV/.requirements-installed" ]; then
+      echo "[run_all] installing requirements.txt"
+      "$PY" -m pip install -q -r requirements.txt
+      touch "$VENV/.requirements-installed"
+    fi
+    # Make papermill's "python3" kernel this environment's python, whatever kernels the user has.
+    if [ ! -f "$VENV/share/jupyter/kernels/python3/kernel.json" ]; then
+      "$PY" -m ipykernel install --sys-prefix --name python3 --display-name "Python 3" >/dev/null
+    fi
+    export JUPYTER_PATH="$VENV/share/jupyter${JUPYTER_PATH:+:$JUPYTER_PATH}"
+    export PATH="$VENV/bin:$PATH"
+  fi
+  export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+  export MPLBACKEND="${MPLBACKEND:-Agg}"
+}
+
+run_notebooks() {
+  mkdir -p "$OUTPUT_DIR/notebooks"
+  local args=(-p output_dir "$OUTPUT_DIR" -p profile "$PROFILE")
+  [ -n "${TRAIN_PATH:-}" ] && args+=(-p train_path "$TRAIN_PATH")
+  [ -n "${TEST_PATH:-}" ] && args+=(-p test_path "$TEST_PATH")
+  local selected="${NOTEBOOKS:-}"
+  for nb in notebooks/[0-9][0-9]_*.ipynb; do
+    local name num start log
+    name="$(basename "$nb")"
+    num="${name:0:2}"
+    if [ -n "$selected" ] && [[ " $selected " != *" $num "* ]]; then continue; fi
+    echo "[run_all] $name"
+    start=$(date +%s)
+    log="$OUTPUT_DIR/notebooks/${name%.ipynb}.log"
+    if ! "$PY" -m papermill "$nb" "$OUTPUT_DIR/notebooks/$name" --cwd notebooks "${args[@]}" >"$log" 2>&1; then
+      echo "[run_all] FAILED: $name (executed copy: $OUTPUT_DIR/notebooks/$name, log: $log)"
+      grep -E 'Exception encountered at|Error|error' "$log" | grep -v 'Executing' | tail -n 8 || true
+      tail -n 25 "$log"
+      exit 1
+    fi
+    echo "[run_all]   done in $(( $(date +%s) - start )) s"
+  done
+  echo "[run_all] all notebooks done; runs are in $OUTPUT_DIR/runs/"
+}
+
+setup
+case "${1:-run}" in
+  setup) echo "[run_all] environment ready: $PY" ;;
+  test) shift; "$PY" -m pytest -q "$@" tests ;;
+  run) run_notebooks ;;
+  *) echo "usage: bash run_all.sh [run|test|setup]" >&2; exit 2 ;;
+esac
