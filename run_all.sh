@@ -20,6 +20,9 @@ OUTPUT_DIR="${OUTPUT_DIR:-$ROOT/outputs}"
 PROFILE="${PROFILE:-cpu-sample}"
 VENV="${VENV:-$ROOT/.venv}"
 
+# pip, minus the "location is ignored" noise some mirrors configure.
+pip_install() { "$PY" -m pip install -q "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
+
 on_hosted_notebook() { [ -d /kaggle/input ] || [ -n "${COLAB_RELEASE_TAG:-}" ] || [ -n "${KAGGLE_KERNEL_RUN_TYPE:-}" ]; }
 
 setup() {
@@ -27,7 +30,7 @@ setup() {
     PY="$(command -v python3)"
     # Kaggle and Colab ship torch/transformers; install only what is missing (never touches their torch).
     if ! "$PY" -c "import papermill, peft, transformers, accelerate, lightgbm, sklearn, matplotlib" 2>/dev/null; then
-      "$PY" -m pip install -q -r requirements.txt
+      pip_install -r requirements.txt
     fi
   else
     if [ ! -x "$VENV/bin/python" ]; then
@@ -38,11 +41,11 @@ setup() {
     # A CPU-only machine gets the CPU wheel; pulling plain 'torch' would download GBs of CUDA packages.
     if ! "$PY" -c "import torch" 2>/dev/null; then
       echo "[run_all] installing torch==2.13.0 (CPU)"
-      "$PY" -m pip install -q torch==2.13.0
+      pip_install torch==2.13.0
     fi
     if [ ! -f "$VENV/.requirements-installed" ] || [ requirements.txt -nt "$VENV/.requirements-installed" ]; then
       echo "[run_all] installing requirements.txt"
-      "$PY" -m pip install -q -r requirements.txt
+      pip_install -r requirements.txt
       touch "$VENV/.requirements-installed"
     fi
     # Make papermill's "python3" kernel this environment's python, whatever kernels the user has.
