@@ -1,0 +1,125 @@
+"""Blending runs: weights fitted on validation predictions, NaN-aware blending, checked post-processing rules."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+
+from . import metrics
+from .data import WINNER_COLUMNS
+from .eda import joined
+
+PROB_COLUMNS = list(WINNER_COLUMNS)
+
+
+def read_predictions(path: str, ids: pd.Series | None = None) -> pd.DataFrame:
+    """A predictions CSV (id + the 3 winner columns, maybe label/fold), indexed by id as str."""
+    df = pd.read_csv(path)
+    missing = [c for c in ["id", *PROB_COLUMNS] if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}")
+    df["id"] = df["id"].astype(str)
+    return df.set_index("id")
+
+
+def fit_weights(probs: list[np.ndarray], labels: np.ndarray) -> np.ndarray:
+    """Non-negative weights summing to 1 that minimise the log loss of the weighted average."""
+    k = len(probs)
+    if k == 1:
+        return np.ones(1)
+    stack = np.stack([np.asarray(p, dtype=np.float64) for p in probs])
+
+    def loss(z: np.ndarray) -> float:
+        w = np.exp(z - z.max())
+        w /= w.sum()
+        return metrics.log_loss(labels, np.tensordot(w, stack, axes=1))
+
+    res = minimize(loss, np.zeros(k), method="Nelder-Mead", options={"xatol": 1e-5, "fatol": 1e-8, "maxiter": 2000})
+    w = np.exp(res.x - res.x.max())
+    return w / w.sum()
+
+
+def blend(probs: list[np.ndarray], weights: np.ndarray, fallback: np.ndarray | None = None) -> np.ndarray:
+    """Weighted average per row over the runs that have a (non-NaN) prediction there, weights renormalised.
+
+    Rows no run predicted get ``fallback`` (e.g. the class prior); without one they raise.
+    """
+    stack = np.stack([np.asarray(p, dtype=np.float64) for p in probs])          # (runs, n, 3)
+    have = np.isfinite(stack).all(axis=2)                                        # (runs, n)
+    w = np.asarray(weights, dtype=np.float64)[:, None] * have
+    total = w.sum(axis=0)
+    out = np.einsum("rn,rnc->nc", w, np.nan_to_num(stack)) / np.where(total > 0, total, 1)[:, None]
+    empty = total <= 0
+    if empty.any():
+        if fallback is None:
+            raise ValueError(f"{int(empty.sum())} rows have no prediction from any run (first row {int(np.argmax(empty))})")
+        out[empty] = fallback
+    return out
+
+
+@dataclass
+class Rules:
+    """Post-processing replacements accepted on validation data (empty when none helped)."""
+
+    identical: np.ndarray | None = None    # (A, B, tie) for rows whose two responses are the same text
+    one_empty: np.ndarray | None = None    # (non-empty side wins, empty side wins, tie) when exactly one side is empty
+    report: list[dict] = field(default_factory=list)
+
+
+def rule_masks(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Rows each rule applies to: identical responses; A empty only; B empty only."""
+    a, b = joined(df, "response_a"), joined(df, "response_b")
+    empty_a, empty_b = (a.str.strip() == "").to_numpy(), (b.str.strip() == "").to_numpy()
+    return {"identical": (a == b).to_numpy(), "empty_a": empty_a & ~empty_b, "empty_b": empty_b & ~empty_a}
+
+
+def _loo_distribution(labels: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """Leave-one-out smoothed label distribution for each row (honest estimate of the rule's loss)."""
+    counts = np.bincount(labels, minlength=3).astype(np.float64)
+    loo = counts[None, :] - np.eye(3)[labels]
+    return (loo + alpha) / (loo.sum(axis=1, keepdims=True) + 3 * alpha)
+
+
+def fit_rules(df: pd.DataFrame, probs: np.ndarray, labels: np.ndarray, min_rows: int = 5) -> Rules:
+    """Accept a rule only if its leave-one-out log loss on the matching validation rows beats the model's."""
+    masks = rule_masks(df)
+    labels = np.asarray(labels, dtype=np.int64)
+    rules = Rules()
+    # identical: symmetric by construction (A and B share their mass)
+    cases = {"identical": (masks["identical"], labels),
+             # one side empty, mapped to (non-empty wins, empty wins, tie): A empty flips A/B
+             "one_empty": (masks["empty_a"] | masks["empty_b"],
+                           np.where(masks["empty_a"], np.array([1, 0, 2])[labels], labels))}
+    for name, (mask, mapped) in cases.items():
+        n = int(mask.sum())
+        row = {"rule": name, "rows": n, "accepted": False}
+        if n >= min_rows:
+            loo = _loo_distribution(mapped[mask])
+            if name == "identical":
+                loo[:, :2] = loo[:, :2].mean(axis=1, keepdims=True)
+            else:
+                loo = np.where(masks["empty_a"][mask][:, None], loo[:, [1, 0, 2]], loo)
+            model_loss = metrics.log_loss(labels[mask], probs[mask])
+            rule_loss = metrics.log_loss(labels[mask], loo)
+            row.update(model_log_loss=model_loss, rule_log_loss=rule_loss, accepted=rule_loss < model_loss)
+            if row["accepted"]:
+                dist = (np.bincount(mapped[mask], minlength=3) + 1.0) / (n + 3.0)
+                if name == "identical":
+                    dist[:2] = dist[:2].mean()
+                setattr(rules, name, dist)
+        rules.report.append(row)
+    return rules
+
+
+def apply_rules(df: pd.DataFrame, probs: np.ndarray, rules: Rules) -> np.ndarray:
+    """Replace the predictions of rows matching an accepted rule; symmetric under swap_ab."""
+    out = np.array(probs, dtype=np.float64, copy=True)
+    masks = rule_masks(df)
+    if rules.identical is not None:
+        out[masks["identical"]] = rules.identical
+    if rules.one_empty is not None:
+        out[masks["empty_b"]] = rules.one_empty
+        out[masks["empty_a"]] = rules.one_empty[[1, 0, 2]]
+    return out

@@ -1,0 +1,324 @@
+"""Test-time inference: swap TTA, resumable chunked prediction, several devices, loading saved runs.
+
+A *predictor* is any function ``DataFrame -> (n, 3) probabilities`` in row order. This module turns
+saved runs into predictors and runs them over a test set:
+
+- swap TTA: ``(p(x) + swap_probs(p(swap_ab(x)))) / 2``, exactly position-symmetric;
+- chunks of ``chunk_rows`` rows, each written atomically to ``cache_dir`` as it finishes, so a rerun
+  after a crash or a Kaggle time-out skips finished chunks (their ids are checked);
+- a time budget: a chunk is not started when the time left is less than the slowest chunk so far;
+  unfinished rows come back as NaN (the ensemble then falls back to the runs that finished);
+- several devices (Kaggle 2xT4): one model per device, chunks dealt round-robin to one thread per
+  device (PyTorch releases the GIL inside kernels), results reassembled in row order.
+
+Imports nothing from training; a Kaggle kernel needs only torch, transformers, peft and pandas.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .config import RunConfig, load_config
+from .data import WINNER_COLUMNS, swap_ab, swap_probs
+from .io import atomic_path, read_json
+
+PROB_COLUMNS = list(WINNER_COLUMNS)
+
+log = logging.getLogger(__name__)
+Predictor = Callable[[pd.DataFrame], np.ndarray]
+
+
+def tta_predict(predict: Predictor, df: pd.DataFrame, tta: bool = True) -> np.ndarray:
+    """Predict ``df``; with ``tta`` average with the un-swapped prediction on ``swap_ab(df)``."""
+    probs = np.asarray(predict(df), dtype=np.float64)
+    if not tta:
+        return probs
+    return (probs + swap_probs(np.asarray(predict(swap_ab(df)), dtype=np.float64))) / 2
+
+
+def _chunk_file(cache_dir: Path, k: int) -> Path:
+    return cache_dir / f"chunk_{k:05d}.npz"
+
+
+def _load_chunk(path: Path, ids: np.ndarray) -> np.ndarray | None:
+    """A finished chunk's probabilities if the file exists and holds exactly these ids, else None."""
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        if z["ids"].astype(str).tolist() != ids.astype(str).tolist():
+            log.warning("%s holds other ids (test file changed?); recomputing it", path)
+            return None
+        return z["probs"]
+
+
+def _save_chunk(path: Path, ids: np.ndarray, probs: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, ids=ids.astype(str), probs=probs)
+
+
+def predict_chunked(predictors: Predictor | Sequence[Predictor], df: pd.DataFrame, cache_dir: str | Path | None = None,
+                    chunk_rows: int = 2048, tta: bool = True, time_budget_s: float | None = None,
+                    progress: bool = True) -> tuple[np.ndarray, dict]:
+    """TTA probabilities for every row (NaN where the time budget stopped) and a status dict.
+
+    ``predictors`` may be a list (one per device); chunk k goes to predictor ``k % len(predictors)``.
+    With ``cache_dir`` set, finished chunks are saved and reused on the next call.
+    """
+    predictors = list(predictors) if isinstance(predictors, (list, tuple)) else [predictors]
+    n = len(df)
+    starts = list(range(0, n, chunk_rows)) or [0]
+    cache = Path(cache_dir) if cache_dir is not None else None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+    ids = df["id"].to_numpy()
+    out = np.full((n, 3), np.nan)
+    outcome = [""] * len(starts)   # per chunk: reused | computed | skipped_for_time
+    begin = time.time()
+    deadline = begin + time_budget_s if time_budget_s else None
+    slowest = [0.0]
+
+    def run_chunk(k: int) -> str:
+        lo, hi = starts[k], min(starts[k] + chunk_rows, n)
+        if hi <= lo:
+            return "computed"
+        path = _chunk_file(cache, k) if cache is not None else None
+        done = _load_chunk(path, ids[lo:hi]) if path is not None else None
+        if done is not None:
+            out[lo:hi] = done
+            return "reused"
+        if deadline is not None and time.time() + slowest[0] > deadline:
+            return "skipped_for_time"
+        t0 = time.time()
+        probs = tta_predict(predictors[k % len(predictors)], df.iloc[lo:hi].reset_index(drop=True), tta)
+        slowest[0] = max(slowest[0], time.time() - t0)
+        if path is not None:
+            _save_chunk(path, ids[lo:hi], probs)
+        out[lo:hi] = probs
+        return "computed"
+
+    def run_worker(w: int) -> None:
+        for k in range(w, len(starts), len(predictors)):
+            outcome[k] = run_chunk(k)
+            if bar is not None:
+                bar.update(1)
+
+    from tqdm.auto import tqdm
+    bar = tqdm(total=len(starts), desc="chunks", unit="chunk") if progress else None
+    try:
+        if len(predictors) == 1:
+            run_worker(0)
+        else:
+            with ThreadPoolExecutor(len(predictors)) as pool:
+                list(pool.map(run_worker, range(len(predictors))))
+    finally:
+        if bar is not None:
+            bar.close()
+    status = {"chunks": len(starts), "seconds": time.time() - begin, "complete": bool(np.isfinite(out).all())}
+    status.update({kind: outcome.count(kind) for kind in ("reused", "computed", "skipped_for_time")})
+    return out, status
+
+
+def run_kind(run_dir: str | Path) -> str:
+    """'transformer' for a run with a saved model, 'baseline' for a feature-model run."""
+    run_dir = Path(run_dir)
+    if (run_dir / "model").is_dir():
+        return "transformer"
+    if read_json(run_dir / "config.json").get("config_class") == "BaselineConfig":
+        return "baseline"
+    raise ValueError(f"{run_dir}: neither a model/ folder nor a baseline run; cannot predict with it")
+
+
+def run_fingerprint(run_dir: str | Path, tta: bool) -> str:
+    """Short hash of the run's config.json and the TTA flag: the cache key for its chunks."""
+    data = (Path(run_dir) / "config.json").read_bytes() + str(tta).encode()
+    return hashlib.sha1(data).hexdigest()[:12]
+
+
+def transformer_predictor(run_dir: str | Path, device: str | None = None, precision: str = "auto",
+                          quantization: str | None = None, batch_tokens: int = 16384, progress: bool = False) -> Predictor:
+    """A predictor for a saved transformer run (LoRA adapter + head, or full weights) on one device."""
+    import torch
+
+    from .models import load_for_inference, resolve_precision
+    from .predict import predict_probs
+    from .text import INSTRUCTION, encode_pairs
+
+    precision = resolve_precision(precision) if device is None or str(device).startswith("cuda") else "fp32"
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    model, tokenizer, text_cfg, task = load_for_inference(run_dir, device=device, dtype=dtype,
+                                                          quantization=quantization)
+    suffix = INSTRUCTION if task == "next_token" else ""
+
+    def predict(df: pd.DataFrame) -> np.ndarray:
+        ids = encode_pairs(tokenizer, df, text_cfg, suffix=suffix)
+        return predict_probs(model, ids, task=task, batch_tokens=batch_tokens, device=device, progress=progress)
+
+    return predict
+
+
+def baseline_predictor(run_dir: str | Path) -> Predictor:
+    """A predictor for a saved feature-model run (02): features + the fold models it saved."""
+    from .baseline import load_predictor
+
+    return load_predictor(run_dir)
+
+
+def visible_devices(devices: str = "auto") -> list[str]:
+    """'auto' -> every visible CUDA device (else ['cpu']); or a comma list such as 'cuda:0,cuda:1'."""
+    if devices != "auto":
+        return [d.strip() for d in devices.split(",") if d.strip()]
+    import torch
+
+    n = torch.cuda.device_count()
+    return [f"cuda:{i}" for i in range(n)] or ["cpu"]
+
+
+def run_predictors(run_dir: str | Path, devices: Sequence[str], precision: str = "auto",
+                   quantization: str | None = None, batch_tokens: int = 16384) -> list[Predictor]:
+    """One predictor per device for a transformer run; one predictor for a baseline run."""
+    if run_kind(run_dir) == "baseline":
+        return [baseline_predictor(run_dir)]
+    return [transformer_predictor(run_dir, device=d, precision=precision, quantization=quantization,
+                                  batch_tokens=batch_tokens) for d in devices]
+
+
+def load_predictor(run: str | Path, output_dir: str | Path | None = None, device: str | None = None) -> Predictor:
+    """A predictor for a run given by name (under output_dir/runs or /kaggle/input) or folder."""
+    from .paths import find_run
+
+    return run_predictors(find_run(run, output_dir), [device or visible_devices()[0]])[0]
+
+
+def predict_pair(prompt: str | list[str], response_a: str | list[str], response_b: str | list[str],
+                 predict: Predictor, tta: bool = True) -> dict[str, float]:
+    """Probabilities that A wins / B wins / tie for one battle (texts or lists of turns)."""
+    as_turns = (lambda x: [x] if isinstance(x, str) else list(x))
+    df = pd.DataFrame({"id": [0], "prompt": [as_turns(prompt)], "response_a": [as_turns(response_a)],
+                       "response_b": [as_turns(response_b)], "model_a": [""], "model_b": [""]})
+    p = tta_predict(predict, df, tta)[0]
+    return {"winner_model_a": float(p[0]), "winner_model_b": float(p[1]), "winner_tie": float(p[2])}
+
+
+@dataclass
+class InferenceConfig(RunConfig):
+    """Notebook 05 parameters: which runs to blend and how to run them (None: the profile's default)."""
+
+    run_name: str = "submission"          # the submission's own folder under <output_dir>/runs/
+    runs: list = field(default_factory=lambda: ["baseline", "minilm"])  # run names or folders to blend
+    tta: bool = True                      # swap TTA: predict A/B and B/A, average after un-swapping
+    ensemble: str = "fit"                 # fit: weights minimising validation log loss | equal
+    calibrate: bool = True                # temperature fitted on the blended validation predictions
+    postprocess: bool = True              # identical / empty-response rules, kept only if they help on validation
+    chunk_rows: int | None = None         # rows per resumable chunk
+    batch_tokens: int | None = None       # token budget per batch (rows x longest row)
+    devices: str = "auto"                 # auto: every visible GPU (else cpu) | "cuda:0,cuda:1" | "cpu"
+    precision: str = "auto"               # auto | bf16 | fp16 | fp32 (fp32 on CPU)
+    quantization: str = ""                # "" keeps each run's setting | none | 8bit | 4bit
+    time_budget_s: float | None = None    # stop starting chunks before this many seconds (Kaggle: 9 h limit)
+
+    PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
+        "cpu-sample": {"chunk_rows": 256, "batch_tokens": 8192, "time_budget_s": 3600.0},
+        "kaggle-t4": {"chunk_rows": 2048, "batch_tokens": 16384, "time_budget_s": 8.5 * 3600},
+        "colab-a100": {"chunk_rows": 4096, "batch_tokens": 65536, "time_budget_s": 20 * 3600.0},
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.runs, str):
+            self.runs = [r.strip() for r in self.runs.split(",") if r.strip()]
+        if not self.runs:
+            raise ValueError("runs is empty: name at least one run folder to predict with")
+        if self.ensemble not in ("fit", "equal"):
+            raise ValueError(f"ensemble must be 'fit' or 'equal', got {self.ensemble!r}")
+
+
+def validation_predictions(run_dir: Path) -> pd.DataFrame:
+    """A run's held-out predictions (oof.csv or valid_preds.csv), indexed by id as str."""
+    from .ensemble import read_predictions
+
+    for name in ("oof.csv", "valid_preds.csv"):
+        if (run_dir / name).exists():
+            return read_predictions(str(run_dir / name))
+    raise FileNotFoundError(f"{run_dir}: no oof.csv or valid_preds.csv to fit the ensemble on")
+
+
+def run_inference(cfg: InferenceConfig) -> dict[str, Any]:
+    """Predict the test file with every run (TTA, chunks, devices), blend, calibrate, write submission.csv."""
+    from . import metrics
+    from .calibration import apply_temperature, fit_temperature
+    from .config import save_config
+    from .data import load_arena
+    from .ensemble import apply_rules, blend, fit_rules, fit_weights
+    from .io import write_csv, write_json
+    from .paths import KAGGLE_WORKING, detect_env, find_run
+    from .submission import validate_submission, write_submission
+
+    start = time.time()
+    out_dir = cfg.run_dir
+    save_config(cfg, out_dir, notebook="05_tta_inference")
+    test = load_arena(cfg.test_path)
+    run_dirs = [find_run(r, cfg.output_dir) for r in cfg.runs]
+    devices = visible_devices(cfg.devices)
+    deadline = start + cfg.time_budget_s if cfg.time_budget_s else None
+
+    test_probs, statuses = [], []
+    for run_dir in run_dirs:
+        predictors = run_predictors(run_dir, devices, cfg.precision, cfg.quantization or None, cfg.batch_tokens)
+        cache = out_dir / "cache" / f"{run_dir.name}-{run_fingerprint(run_dir, cfg.tta)}"
+        left = None if deadline is None else max(deadline - time.time(), 0.0)
+        probs, status = predict_chunked(predictors, test, cache, cfg.chunk_rows, cfg.tta, left)
+        test_probs.append(probs)
+        statuses.append({"run": run_dir.name, "kind": run_kind(run_dir), **status})
+        write_csv(pd.DataFrame({"id": test["id"], **dict(zip(PROB_COLUMNS, probs.T))}),
+                  out_dir / f"test_preds_{run_dir.name}.csv")
+
+    # Ensemble weights, temperature and rules are fitted on the rows every run held out.
+    valid = [validation_predictions(d) for d in run_dirs]
+    common = valid[0].index
+    for v in valid[1:]:
+        common = common.intersection(v.index)
+    if len(common) == 0:
+        raise ValueError(f"runs {cfg.runs} share no validation ids; train them on the same train file")
+    labels = valid[0].loc[common, "label"].to_numpy(dtype=np.int64)
+    valid_probs = [v.loc[common, PROB_COLUMNS].to_numpy(dtype=np.float64) for v in valid]
+    weights = fit_weights(valid_probs, labels) if cfg.ensemble == "fit" else np.full(len(valid), 1 / len(valid))
+    valid_blend = blend(valid_probs, weights)
+    temperature = fit_temperature(valid_blend, labels) if cfg.calibrate else 1.0
+    valid_final = apply_temperature(valid_blend, temperature)
+    train = load_arena(load_config(run_dirs[0])["train_path"])
+    train = train.assign(_key=train["id"].astype(str)).set_index("_key").loc[common].reset_index(drop=True)
+    rules = fit_rules(train, valid_final, labels) if cfg.postprocess else None
+    if rules is not None:
+        valid_final = apply_rules(train, valid_final, rules)
+
+    prior = np.bincount(labels, minlength=3) / len(labels)
+    final = apply_temperature(blend(test_probs, weights, fallback=prior), temperature)
+    if rules is not None:
+        final = apply_rules(test, final, rules)
+    sub_path = write_submission(test["id"], final, out_dir / "submission.csv")
+    validate_submission(sub_path, cfg.test_path)
+    # The file to upload: <output_dir>/submission.csv, and /kaggle/working/submission.csv in a Kaggle kernel.
+    copies = [Path(cfg.output_dir) / "submission.csv"] + ([KAGGLE_WORKING / "submission.csv"]
+                                                         if detect_env() == "kaggle" else [])
+    for copy in copies:
+        validate_submission(write_submission(test["id"], final, copy), cfg.test_path)
+
+    summary = {
+        "runs": [d.name for d in run_dirs], "weights": dict(zip([d.name for d in run_dirs], weights.tolist())),
+        "temperature": temperature, "tta": cfg.tta, "devices": devices, "n_test": len(test),
+        "n_valid_common": len(common), "valid_per_run": {d.name: metrics.summarise(labels, p)
+                                                         for d, p in zip(run_dirs, valid_probs)},
+        "valid_blend": metrics.summarise(labels, valid_blend), "valid_final": metrics.summarise(labels, valid_final),
+        "rules": rules.report if rules is not None else [], "status": statuses, "seconds": time.time() - start,
+        "complete": all(s["complete"] for s in statuses), "submission": [str(c) for c in copies],
+    }
+    write_json(summary, out_dir / "metrics.json")
+    return summary
