@@ -10,6 +10,7 @@
 #   OUTPUT_DIR              where runs and executed notebooks go (default: outputs)
 #   PROFILE                 cpu-sample (default) | kaggle-t4 | colab-a100
 #   NOTEBOOKS               which notebooks, by number (default: all, e.g. NOTEBOOKS="01 02")
+#   ABLATION_GRID=1         06 first trains the seeds' ablation grid (03's trainer, each factor toggled)
 #   VENV                    virtual environment folder on a local machine (default: .venv)
 #   USE_SYSTEM_PYTHON=1     use the current python3 and its packages (automatic on Kaggle and Colab)
 set -euo pipefail
@@ -66,14 +67,15 @@ run_notebooks() {
   [ -n "${TEST_PATH:-}" ] && args+=(-p test_path "$TEST_PATH")
   local selected="${NOTEBOOKS:-}"
   for nb in notebooks/[0-9][0-9]_*.ipynb; do
-    local name num start log
+    local name num start log extra=()
     name="$(basename "$nb")"
     num="${name:0:2}"
     if [ -n "$selected" ] && [[ " $selected " != *" $num "* ]]; then continue; fi
+    if [ "$num" = 06 ] && [ "${ABLATION_GRID:-0}" = 1 ]; then extra=(-p grid True); fi
     echo "[run_all] $name"
     start=$(date +%s)
     log="$OUTPUT_DIR/notebooks/${name%.ipynb}.log"
-    if ! "$PY" -m papermill "$nb" "$OUTPUT_DIR/notebooks/$name" --cwd notebooks "${args[@]}" >"$log" 2>&1; then
+    if ! "$PY" -m papermill "$nb" "$OUTPUT_DIR/notebooks/$name" --cwd notebooks "${args[@]}" ${extra[@]+"${extra[@]}"} >"$log" 2>&1; then
       echo "[run_all] FAILED: $name (executed copy: $OUTPUT_DIR/notebooks/$name, log: $log)"
       grep -E 'Exception encountered at|Error|error' "$log" | grep -v 'Executing' | tail -n 8 || true
       tail -n 25 "$log"

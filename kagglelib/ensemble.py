@@ -123,3 +123,35 @@ def apply_rules(df: pd.DataFrame, probs: np.ndarray, rules: Rules) -> np.ndarray
         out[masks["empty_b"]] = rules.one_empty
         out[masks["empty_a"]] = rules.one_empty[[1, 0, 2]]
     return out
+
+
+def fit_blend(probs: list[np.ndarray], labels: np.ndarray, ensemble: str = "fit",
+              calibrate: bool = True) -> tuple[np.ndarray, float]:
+    """Blend weights (fitted or equal) and a temperature for the blend (1.0 when not calibrating)."""
+    from .calibration import fit_temperature
+
+    weights = fit_weights(probs, labels) if ensemble == "fit" else np.full(len(probs), 1 / len(probs))
+    temperature = fit_temperature(blend(probs, weights), labels) if calibrate else 1.0
+    return weights, temperature
+
+
+def apply_blend(probs: list[np.ndarray], weights: np.ndarray, temperature: float,
+                fallback: np.ndarray | None = None) -> np.ndarray:
+    """Weighted blend (NaN-aware) followed by temperature scaling."""
+    from .calibration import apply_temperature
+
+    return apply_temperature(blend(probs, weights, fallback), temperature)
+
+
+def crossfit_blend(probs: list[np.ndarray], labels: np.ndarray, ensemble: str = "fit", calibrate: bool = True,
+                   n_folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Blend predictions where each row's weights and temperature were fitted on the other rows (honest figure)."""
+    folds = np.random.default_rng(seed).integers(0, n_folds, len(labels))
+    out = np.zeros((len(labels), 3))
+    for k in range(n_folds):
+        held = folds == k
+        if not held.any():
+            continue
+        w, t = fit_blend([p[~held] for p in probs], labels[~held], ensemble, calibrate)
+        out[held] = apply_blend([p[held] for p in probs], w, t)
+    return out

@@ -212,7 +212,7 @@ class InferenceConfig(RunConfig):
     """Notebook 05 parameters: which runs to blend and how to run them (None: the profile's default)."""
 
     run_name: str = "submission"          # the submission's own folder under <output_dir>/runs/
-    runs: list = field(default_factory=lambda: ["baseline", "minilm"])  # run names or folders to blend
+    runs: list = field(default_factory=lambda: ["baseline", "encoder"])  # run names or folders to blend
     tta: bool = True                      # swap TTA: predict A/B and B/A, average after un-swapping
     ensemble: str = "fit"                 # fit: weights minimising validation log loss | equal
     calibrate: bool = True                # temperature fitted on the blended validation predictions
@@ -253,10 +253,9 @@ def validation_predictions(run_dir: Path) -> pd.DataFrame:
 def run_inference(cfg: InferenceConfig) -> dict[str, Any]:
     """Predict the test file with every run (TTA, chunks, devices), blend, calibrate, write submission.csv."""
     from . import metrics
-    from .calibration import apply_temperature, fit_temperature
     from .config import save_config
     from .data import load_arena
-    from .ensemble import apply_rules, blend, fit_rules, fit_weights
+    from .ensemble import apply_blend, apply_rules, crossfit_blend, fit_blend, fit_rules
     from .io import write_csv, write_json
     from .paths import KAGGLE_WORKING, detect_env, find_run
     from .submission import validate_submission, write_submission
@@ -289,18 +288,19 @@ def run_inference(cfg: InferenceConfig) -> dict[str, Any]:
         raise ValueError(f"runs {cfg.runs} share no validation ids; train them on the same train file")
     labels = valid[0].loc[common, "label"].to_numpy(dtype=np.int64)
     valid_probs = [v.loc[common, PROB_COLUMNS].to_numpy(dtype=np.float64) for v in valid]
-    weights = fit_weights(valid_probs, labels) if cfg.ensemble == "fit" else np.full(len(valid), 1 / len(valid))
-    valid_blend = blend(valid_probs, weights)
-    temperature = fit_temperature(valid_blend, labels) if cfg.calibrate else 1.0
-    valid_final = apply_temperature(valid_blend, temperature)
+    weights, temperature = fit_blend(valid_probs, labels, cfg.ensemble, cfg.calibrate)
+    valid_final = apply_blend(valid_probs, weights, temperature)
+    # Weights and temperature fitted on these same rows flatter them; the cross-fitted figure does not.
+    valid_crossfit = crossfit_blend(valid_probs, labels, cfg.ensemble, cfg.calibrate)
     train = load_arena(load_config(run_dirs[0])["train_path"])
     train = train.assign(_key=train["id"].astype(str)).set_index("_key").loc[common].reset_index(drop=True)
     rules = fit_rules(train, valid_final, labels) if cfg.postprocess else None
     if rules is not None:
         valid_final = apply_rules(train, valid_final, rules)
+        valid_crossfit = apply_rules(train, valid_crossfit, rules)
 
     prior = np.bincount(labels, minlength=3) / len(labels)
-    final = apply_temperature(blend(test_probs, weights, fallback=prior), temperature)
+    final = apply_blend(test_probs, weights, temperature, fallback=prior)
     if rules is not None:
         final = apply_rules(test, final, rules)
     sub_path = write_submission(test["id"], final, out_dir / "submission.csv")
@@ -316,7 +316,8 @@ def run_inference(cfg: InferenceConfig) -> dict[str, Any]:
         "temperature": temperature, "tta": cfg.tta, "devices": devices, "n_test": len(test),
         "n_valid_common": len(common), "valid_per_run": {d.name: metrics.summarise(labels, p)
                                                          for d, p in zip(run_dirs, valid_probs)},
-        "valid_blend": metrics.summarise(labels, valid_blend), "valid_final": metrics.summarise(labels, valid_final),
+        "valid_final_insample": metrics.summarise(labels, valid_final),
+        "valid_final_crossfit": metrics.summarise(labels, valid_crossfit),
         "rules": rules.report if rules is not None else [], "status": statuses, "seconds": time.time() - start,
         "complete": all(s["complete"] for s in statuses), "submission": [str(c) for c in copies],
     }

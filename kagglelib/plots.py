@@ -82,3 +82,63 @@ def model_win_rates(table: pd.DataFrame, path: str | Path | None = None, top: in
     ax.set_xlabel("win rate (ties = 0.5)")
     ax.set_title("Per-model win rate")
     return _finish(fig, path)
+
+
+def ablation_points(table: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
+    """Held-out log loss per run with its 95% bootstrap interval; smoke runs hatched grey, prior as a line."""
+    table = table.dropna(subset=["log_loss"]).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(table) + 1.4))
+    y = np.arange(len(table))
+    colors = ["#AAAAAA" if s else "#4C72B0" for s in table["smoke"]]
+    for yi, (ll, lo, hi, c) in enumerate(zip(table["log_loss"], table["ll_low"], table["ll_high"], colors)):
+        ax.errorbar(ll, yi, xerr=[[ll - lo], [hi - ll]], fmt="none", ecolor=c, capsize=3)
+    ax.scatter(table["log_loss"], y, c=colors, zorder=3)
+    labels = [f"{r} (smoke)" if s else str(r) for r, s in zip(table["run"], table["smoke"])]
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.axvline(np.log(3), color="black", linestyle=":", linewidth=1, label="uniform 1.0986")
+    if "prior_log_loss" in table.columns and table["prior_log_loss"].notna().any():
+        ax.axvline(table["prior_log_loss"].dropna().iloc[0], color="grey", linestyle="--", linewidth=1,
+                   label="class prior")
+    ax.set_xlabel("held-out log loss (95% bootstrap interval over rows; overlapping = not distinguishable)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return _finish(fig, path)
+
+
+def reliability(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path | None = None,
+                n_bins: int = 10) -> plt.Figure:
+    """Reliability diagram of the top-class confidence, one line per run."""
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    ax.plot([0, 1], [0, 1], color="black", linestyle=":", linewidth=1)
+    for name, (labels, probs) in curves.items():
+        conf = probs.max(axis=1)
+        correct = probs.argmax(axis=1) == labels
+        bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
+        xs = [conf[bins == b].mean() for b in range(n_bins) if (bins == b).sum() >= 5]
+        ys = [correct[bins == b].mean() for b in range(n_bins) if (bins == b).sum() >= 5]
+        ax.plot(xs, ys, marker="o", label=name)
+    ax.set_xlim(0.3, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top-class probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Reliability (bins with >= 5 rows)")
+    ax.legend(fontsize=7)
+    return _finish(fig, path)
+
+
+def bias_bars(frame: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
+    """Bias probe shifts per run, without and with swap TTA."""
+    cols = ["flip_rate", "mean_abs_ab_gap", "verbosity_shift", "model_length_slope", "assertiveness_shift",
+            "self_claim_shift"]
+    fig, axes = plt.subplots(1, len(cols), figsize=(2.8 * len(cols), 0.4 * len(frame) + 2.0), sharey=True)
+    labels = [f"{r} [{m}]" for r, m in zip(frame["run"], frame["mode"])]
+    for ax, col in zip(axes, cols):
+        ax.barh(labels, frame[col], color=["#4C72B0" if m == "raw" else "#55A868" for m in frame["mode"]])
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_title(col, fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.locator_params(axis="x", nbins=3)
+        if col == "model_length_slope" and "human_length_slope" in frame.columns:
+            ax.axvline(frame["human_length_slope"].iloc[0], color="#C44E52", linestyle="--", label="human labels")
+            ax.legend(fontsize=7)
+    return _finish(fig, path)

@@ -108,7 +108,8 @@ def encode_pairs(tokenizer: Any, df: pd.DataFrame, cfg: TextConfig, suffix: str 
         fields.extend(p)
         fields.extend(a)
         fields.extend(b)
-    ids = tokenizer(markers + fields, add_special_tokens=False)["input_ids"]
+    # verbose=False: whole fields may exceed model_max_length here; they are cut to budget below.
+    ids = tokenizer(markers + fields, add_special_tokens=False, verbose=False)["input_ids"]
     user_ids, a_ids, b_ids, nl_ids, ell_ids, suffix_ids = ids[:6]
     ids = ids[6:]
     before, between, after = special_template(tokenizer)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import papermill as pm
 import pytest
 
@@ -26,15 +28,89 @@ def test_notebook_contract(nb):
     assert "def " not in code and "pip install" not in code
 
 
-def test_eda_notebook_runs(tmp_path):
-    out = tmp_path / "out"
-    pm.execute_notebook(str(ROOT / "notebooks" / "01_eda.ipynb"), str(tmp_path / "01.ipynb"),
-                        parameters={"output_dir": str(out), "run_name": "eda"}, cwd=str(ROOT / "notebooks"),
-                        progress_bar=False)
-    run = out / "runs" / "eda"
+# Small settings so the whole chain runs in a couple of minutes on 2 cores; run_all.sh uses the defaults.
+FAST = {
+    "01_eda": {},
+    "02_baseline": {"n_folds": 3, "n_estimators": 300, "learning_rate": 0.05},
+    "03_train_gemma_lora": {},
+    "04_train_deberta": {"max_train_rows": 96, "max_valid_rows": 64, "max_steps": 6, "max_length": 128},
+    "05_tta_inference": {"chunk_rows": 64},
+    "06_ablation_plots": {"probe_rows": 24, "n_bootstrap": 100},
+}
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    """Execute every numbered notebook in order on the sample into one output folder."""
+    tmp = tmp_path_factory.mktemp("suite")
+    out = tmp / "outputs"
+    assert [nb.stem for nb in NOTEBOOKS] == list(FAST), "a new notebook needs FAST settings here"
+    for nb in NOTEBOOKS:
+        pm.execute_notebook(str(nb), str(tmp / nb.name), parameters={"output_dir": str(out), **FAST[nb.stem]},
+                            cwd=str(ROOT / "notebooks"), progress_bar=False)
+    return out
+
+
+def test_eda_outputs(suite):
+    run = suite / "runs" / "eda"
     for name in ("config.json", "metrics.json", "label_balance.png", "lengths.png", "verbosity_bias.png",
                  "tie_vs_similarity.png", "model_win_rates.png"):
         assert (run / name).stat().st_size > 0, name
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["n_train"] == 1110 and metrics["n_test"] == 200
     assert metrics["label_share"] == {"A": 0.3405, "B": 0.3514, "tie": 0.3081}
+
+
+@pytest.mark.parametrize("run, files", [
+    ("baseline", ["oof.csv", "test_preds.csv", "submission.csv", "feature_importance.png", "calibration.png"]),
+    ("gemma_lora", ["valid_preds.csv", "loss_curve.png", "model/adapter_config.json"]),
+    ("encoder", ["valid_preds.csv", "loss_curve.png", "model/model.safetensors"]),
+])
+def test_training_runs_leave_artifacts(suite, run, files):
+    folder = suite / "runs" / run
+    for name in ["config.json", "metrics.json", *files]:
+        assert (folder / name).stat().st_size > 0, name
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["run_name"] == run and cfg["profile"] == "cpu-sample"
+    if run == "gemma_lora":
+        assert json.loads((folder / "metrics.json").read_text())["smoke"] is True
+
+
+def test_submission_from_blend(suite):
+    from kagglelib.paths import sample_paths
+    from kagglelib.submission import validate_submission
+
+    sub = validate_submission(suite / "submission.csv", sample_paths()[1])
+    assert len(sub) == 200
+    m = json.loads((suite / "runs" / "submission" / "metrics.json").read_text())
+    assert m["runs"] == ["baseline", "encoder"] and m["complete"] and m["tta"]
+    assert abs(sum(m["weights"].values()) - 1) < 1e-9
+    assert m["status"][1]["chunks"] == 4 and m["status"][1]["computed"] == 4
+
+
+def test_real_run_tta_is_exactly_symmetric(suite):
+    from kagglelib.data import load_arena, swap_ab, swap_probs
+    from kagglelib.inference import load_predictor, predict_chunked
+    from kagglelib.paths import sample_paths
+
+    test = load_arena(sample_paths()[1]).head(48)
+    predict = load_predictor("encoder", suite)
+    p, _ = predict_chunked(predict, test, chunk_rows=16, progress=False)
+    q, _ = predict_chunked(predict, swap_ab(test), chunk_rows=16, progress=False)
+    assert np.abs(q - swap_probs(p)).max() < 1e-6
+    raw_p, raw_q = predict(test), predict(swap_ab(test))
+    assert np.abs(raw_q - swap_probs(raw_p)).max() > 1e-6      # without TTA the model is not symmetric
+
+
+def test_ablation_outputs(suite):
+    ab = suite / "ablation"
+    for name in ("ablation_table.csv", "ablation_table.md", "ablation_log_loss.png", "calibration.csv",
+                 "reliability.png", "bias_report.json", "bias_probes.png"):
+        assert (ab / name).stat().st_size > 0, name
+    table = pd.read_csv(ab / "ablation_table.csv")
+    assert set(table["run"]) == {"baseline", "gemma_lora", "encoder"}
+    assert table.set_index("run").loc["gemma_lora", "smoke"] == True  # noqa: E712
+    report = json.loads((ab / "bias_report.json").read_text())
+    assert set(report) == {"baseline", "gemma_lora", "encoder"}
+    for run in report.values():
+        assert run["tta"]["flip_rate"] == 0 and run["tta"]["mean_abs_ab_gap"] < 1e-6

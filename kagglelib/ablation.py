@@ -1,0 +1,265 @@
+"""Ablation table, bootstrap intervals, calibration and bias reports, all read from ``<output_dir>/runs/*/``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from . import metrics
+from .calibration import apply_temperature, fit_temperature
+from .config import RunConfig
+from .data import WINNER_COLUMNS
+from .io import read_json
+
+# Settings shown in the table, with the config keys they may come from (first found wins).
+SETTINGS = {
+    "kind": ("config_class",),
+    "backbone": ("backbone", "model"),
+    "task": ("task",),
+    "head_layers": ("head_layers",),
+    "lora_init": ("lora_init", "init_lora_weights"),
+    "lora_r": ("lora_r",),
+    "quantization": ("quantization",),
+    "max_length": ("max_length",),
+    "tta": ("tta",),
+    "profile": ("profile",),
+}
+
+
+@dataclass
+class AblationConfig(RunConfig):
+    """Notebook 06 parameters (None: the profile's default)."""
+
+    run_name: str = "ablation"       # not a run folder: results go to <output_dir>/ablation/
+    include: str = ""                # comma list of run names to keep (empty: all runs)
+    exclude: str = "submission"      # comma list of run names to leave out
+    n_bootstrap: int = 1000          # bootstrap resamples of the held-out rows for intervals
+    probe_rows: int | None = None    # real rows used by the bias probes
+    seed: int = 0                    # bootstrap and probe-row sampling
+    grid: bool = False               # first train the seeds' ablation grid (run_grid) with this profile
+
+    PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
+        "cpu-sample": {"probe_rows": 120}, "kaggle-t4": {"probe_rows": 1000}, "colab-a100": {"probe_rows": 2000},
+    }
+
+
+def _names(text: str) -> set[str]:
+    return {t.strip() for t in text.split(",") if t.strip()}
+
+
+def list_runs(output_dir: str | Path, include: str = "", exclude: str = "") -> list[Path]:
+    """Model runs (config.json, metrics.json, held-out predictions) under ``output_dir/runs``, filtered by name."""
+    runs = sorted(p.parent for p in Path(output_dir).glob("runs/*/metrics.json")
+                  if (p.parent / "config.json").exists() and heldout_predictions(p.parent) is not None)
+    keep, drop = _names(include), _names(exclude)
+    return [r for r in runs if (not keep or r.name in keep) and r.name not in drop]
+
+
+def heldout_predictions(run_dir: Path) -> pd.DataFrame | None:
+    """A run's labelled held-out predictions (oof.csv or valid_preds.csv), or None."""
+    for name in ("oof.csv", "valid_preds.csv"):
+        path = run_dir / name
+        if path.exists():
+            df = pd.read_csv(path)
+            if "label" in df.columns:
+                return df
+    return None
+
+
+def bootstrap_log_loss(labels: np.ndarray, probs: np.ndarray, n: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of the log loss over bootstrap resamples of the rows."""
+    rng = np.random.default_rng(seed)
+    p = metrics.normalise(probs)
+    per_row = -np.log(p[np.arange(len(labels)), labels])
+    means = per_row[rng.integers(0, len(labels), size=(n, len(labels)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def run_row(run_dir: Path, n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """One table row: the run's settings and its held-out metrics (recomputed from its predictions)."""
+    cfg, m = read_json(run_dir / "config.json"), read_json(run_dir / "metrics.json")
+    row: dict[str, Any] = {"run": run_dir.name}
+    for name, keys in SETTINGS.items():
+        row[name] = next((cfg[k] for k in keys if cfg.get(k) not in (None, "")), "")
+    row["smoke"] = bool(cfg.get("smoke") or m.get("smoke") or str(row["backbone"]).startswith("tiny-"))
+    row["n_train"] = m.get("n_train")
+    row["seconds"] = m.get("seconds")
+    preds = heldout_predictions(run_dir)
+    if preds is None:
+        return row
+    labels = preds["label"].to_numpy(dtype=np.int64)
+    probs = preds[list(WINNER_COLUMNS)].to_numpy(dtype=np.float64)
+    row.update(n_heldout=len(labels), **metrics.summarise(labels, probs))
+    row["ll_low"], row["ll_high"] = bootstrap_log_loss(labels, probs, n_bootstrap, seed)
+    row["prior_log_loss"] = metrics.log_loss(labels, metrics.prior_probs(labels, len(labels)))
+    return row
+
+
+def ablation_table(output_dir: str | Path, include: str = "", exclude: str = "", n_bootstrap: int = 1000,
+                   seed: int = 0) -> pd.DataFrame:
+    """Every run's settings against its held-out log loss (with a 95% bootstrap interval) and accuracy."""
+    rows = [run_row(r, n_bootstrap, seed) for r in list_runs(output_dir, include, exclude)]
+    table = pd.DataFrame(rows)
+    if "log_loss" in table.columns:
+        table = table.sort_values("log_loss", na_position="last").reset_index(drop=True)
+    return table
+
+
+def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
+    """A GitHub markdown table (no extra dependency)."""
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return "" if np.isnan(v) else f"{v:.{digits}f}"
+        return str(v)
+
+    head = "| " + " | ".join(map(str, table.columns)) + " |"
+    sep = "|" + "|".join("---" for _ in table.columns) + "|"
+    body = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([head, sep, *body]) + "\n"
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> float:
+    """ECE of the top-class confidence: the bin-weighted |accuracy - confidence|."""
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
+    return float(sum(abs(correct[bins == b].mean() - conf[bins == b].mean()) * (bins == b).mean()
+                     for b in range(n_bins) if (bins == b).any()))
+
+
+def calibration_report(labels: np.ndarray, probs: np.ndarray, n_folds: int = 5, seed: int = 0) -> dict[str, float]:
+    """Log loss and ECE before/after temperature scaling; the 'after' figures are cross-fitted (honest)."""
+    folds = np.random.default_rng(seed).integers(0, n_folds, len(labels))
+    scaled = np.zeros_like(probs, dtype=np.float64)
+    for k in range(n_folds):
+        fit = folds != k
+        scaled[~fit] = apply_temperature(probs[~fit], fit_temperature(probs[fit], labels[fit]))
+    return {"log_loss": metrics.log_loss(labels, probs), "ece": expected_calibration_error(labels, probs),
+            "temperature": fit_temperature(probs, labels), "log_loss_scaled": metrics.log_loss(labels, scaled),
+            "ece_scaled": expected_calibration_error(labels, scaled)}
+
+
+def ablation_dir(output_dir: str | Path) -> Path:
+    """``<output_dir>/ablation``, created if needed."""
+    path = Path(output_dir) / "ablation"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_table(table: pd.DataFrame, out_dir: Path) -> None:
+    """``ablation_table.csv`` and ``ablation_table.md`` (written atomically)."""
+    from .io import atomic_path, write_csv
+
+    write_csv(table, out_dir / "ablation_table.csv")
+    with atomic_path(out_dir / "ablation_table.md") as tmp:
+        tmp.write_text(to_markdown(table), encoding="utf-8")
+
+
+def calibration_table(run_dirs: list[Path], seed: int = 0) -> tuple[pd.DataFrame, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Per run: log loss and ECE before/after (cross-fitted) temperature scaling; plus each run's (labels, probs)."""
+    rows, curves = [], {}
+    for run_dir in run_dirs:
+        preds = heldout_predictions(run_dir)
+        if preds is None:
+            continue
+        labels = preds["label"].to_numpy(dtype=np.int64)
+        probs = preds[list(WINNER_COLUMNS)].to_numpy(dtype=np.float64)
+        rows.append({"run": run_dir.name, "n": len(labels), **calibration_report(labels, probs, seed=seed)})
+        curves[run_dir.name] = (labels, probs)
+    return pd.DataFrame(rows), curves
+
+
+def probe_rows(run_dir: Path, n_rows: int, seed: int = 0) -> pd.DataFrame:
+    """Up to ``n_rows`` real battles the run held out (its train file, rows in its held-out predictions)."""
+    from .config import load_config
+    from .data import load_arena
+
+    train = load_arena(load_config(run_dir)["train_path"])
+    preds = heldout_predictions(run_dir)
+    if preds is not None:
+        train = train[train["id"].astype(str).isin(set(preds["id"].astype(str)))]
+    if len(train) > n_rows:
+        train = train.sample(n=n_rows, random_state=seed).sort_index()
+    return train.reset_index(drop=True)
+
+
+def bias_report(run_dirs: list[Path], n_rows: int, seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
+    """Probe figures per run, without and with swap TTA: {run: {"raw": {...}, "tta": {...}}}."""
+    from .inference import load_predictor, tta_predict
+    from .probes import run_probes
+
+    report: dict = {}
+    for run_dir in run_dirs:
+        try:
+            predict = load_predictor(run_dir)
+        except (ValueError, FileNotFoundError) as err:   # e.g. a logreg baseline keeps no models
+            report[run_dir.name] = {"skipped": str(err)}
+            continue
+        rows = probe_rows(run_dir, n_rows, seed)
+        report[run_dir.name] = {"raw": run_probes(predict, rows),
+                                "tta": run_probes(lambda df: tta_predict(predict, df), rows)}
+    return report
+
+
+def bias_frame(report: dict) -> pd.DataFrame:
+    """The bias report as a table: one row per run and mode (raw / tta)."""
+    return pd.DataFrame([{"run": run, "mode": mode, **figs} for run, modes in report.items()
+                         for mode, figs in modes.items() if mode != "skipped"])
+
+
+# The seeds' ablation: one reference fine-tune and one variant per factor, same data, fold and seed.
+SEEDS_GRID: dict[str, list[Any]] = {"head_layers": [3], "lora_init": ["pissa"], "task": ["next_token"]}
+GRID_REFERENCE: dict[str, Any] = {"head_layers": 1, "lora_init": "default", "task": "classifier"}
+
+
+def grid_params(base: dict[str, Any], factors: dict[str, list[Any]] | None = None,
+                prefix: str = "grid") -> list[dict[str, Any]]:
+    """Reference + one-factor-at-a-time variants as GemmaTrainConfig keyword dicts."""
+    factors = SEEDS_GRID if factors is None else factors
+    ref = {**base, **GRID_REFERENCE, "run_name": f"{prefix}_ref"}
+    out = [ref]
+    for name, values in factors.items():
+        out += [{**ref, name: v, "run_name": f"{prefix}_{name}-{v}"} for v in values if ref.get(name) != v]
+    return out
+
+
+def tta_validation_run(run_dir: Path) -> Path:
+    """A sibling run ``<name>_tta`` holding the run's validation predictions redone with swap TTA."""
+    from .config import load_config
+    from .data import load_arena
+    from .inference import load_predictor, tta_predict
+    from .io import write_csv, write_json
+
+    cfg = load_config(run_dir)
+    preds = pd.read_csv(run_dir / "valid_preds.csv")
+    train = load_arena(cfg["train_path"])
+    by_id = train.assign(_key=train["id"].astype(str)).set_index("_key")
+    rows = by_id.loc[preds["id"].astype(str)].reset_index(drop=True)
+    probs = tta_predict(load_predictor(run_dir), rows)
+    out = run_dir.parent / f"{run_dir.name}_tta"
+    out.mkdir(exist_ok=True)
+    labels = preds["label"].to_numpy(dtype=np.int64)
+    write_json({**cfg, "tta": True, "derived_from": run_dir.name}, out / "config.json")
+    m = read_json(run_dir / "metrics.json")
+    write_json({**{f"valid_{k}": v for k, v in metrics.summarise(labels, probs).items()}, "tta": True,
+                "n_train": m.get("n_train"), "smoke": m.get("smoke"), "seconds": m.get("seconds")}, out / "metrics.json")
+    write_csv(preds.assign(**dict(zip(WINNER_COLUMNS, probs.T))), out / "valid_preds.csv")
+    return out
+
+
+def run_grid(base: dict[str, Any], factors: dict[str, list[Any]] | None = None, prefix: str = "grid",
+             tta: bool = True) -> list[Path]:
+    """Train the grid with notebook 03's trainer (and a TTA twin of the reference); returns the run folders."""
+    from .training import GemmaTrainConfig, train
+
+    dirs = []
+    for params in grid_params(base, factors, prefix):
+        cfg = GemmaTrainConfig(**params)
+        train(cfg)
+        dirs.append(cfg.run_dir)
+    if tta:
+        dirs.append(tta_validation_run(dirs[0]))
+    return dirs

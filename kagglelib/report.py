@@ -1,0 +1,80 @@
+"""Refresh the README's results section from the runs (tables and one figure), so nothing is pasted by hand.
+
+    python -m kagglelib.report [--output-dir outputs] [--readme README.md]
+
+Reads ``<output_dir>/ablation/`` (written by notebook 06) and ``<output_dir>/runs/submission/metrics.json``
+(notebook 05), writes the markdown between ``<!-- results:start -->`` and ``<!-- results:end -->`` and
+copies the bias figure to ``outputs/readme/`` (the one versioned folder under outputs/).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from .ablation import bias_frame, to_markdown
+from .io import atomic_path
+from .paths import REPO_ROOT, default_output_dir
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+TABLE_COLUMNS = ["run", "backbone", "task", "head_layers", "smoke", "n_train", "n_heldout", "log_loss", "ll_low",
+                 "ll_high", "accuracy", "prior_log_loss", "seconds"]
+
+
+def results_markdown(output_dir: Path, figure_dir: Path) -> str:
+    """The results section: ablation table, submission blend, bias probes, with where each came from."""
+    ab = output_dir / "ablation"
+    table = pd.read_csv(ab / "ablation_table.csv")
+    parts = ["Produced by `bash run_all.sh` on the bundled 1,110-row sample (CPU, profile `cpu-sample`) and "
+             "copied here by `python -m kagglelib.report`. Held-out rows only: out-of-fold for the baseline, "
+             "the validation fold for fine-tuned models. Smoke runs are tiny random models that only prove the "
+             "pipeline runs; they are not results. Intervals: 95% bootstrap over rows.\n",
+             to_markdown(table[[c for c in TABLE_COLUMNS if c in table.columns]])]
+    sub = output_dir / "runs" / "submission" / "metrics.json"
+    if sub.exists():
+        m = json.loads(sub.read_text())
+        blend = pd.DataFrame({run: m["valid_per_run"][run] for run in m["runs"]}).T
+        blend["weight"] = pd.Series(m["weights"])
+        blend.loc["blend + temperature + rules (cross-fitted)"] = pd.Series(m["valid_final_crossfit"])
+        parts += [f"\n**Submission blend** (notebook 05, on the {m['n_valid_common']} validation rows all runs "
+                  f"share; temperature {m['temperature']:.3f}, TTA {m['tta']}):\n",
+                  to_markdown(blend.reset_index(names="run")[["run", "weight", "log_loss", "accuracy"]])]
+    bias = ab / "bias_report.json"
+    if bias.exists():
+        frame = bias_frame(json.loads(bias.read_text()))
+        parts += ["\n**Bias probes** (notebook 06, real held-out rows; shifts are changes in the edited side's win "
+                  "probability):\n", to_markdown(frame)]
+        if (ab / "bias_probes.png").exists():
+            figure_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ab / "bias_probes.png", figure_dir / "bias_probes.png")
+            rel = (figure_dir / "bias_probes.png").relative_to(REPO_ROOT)
+            parts.append(f"\n![Bias probes on the bundled sample]({rel.as_posix()})\n")
+    return "\n".join(parts)
+
+
+def update_readme(readme: Path, section: str) -> None:
+    """Replace the text between the results markers (atomically)."""
+    text = readme.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        raise ValueError(f"{readme}: markers {START} / {END} not found")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    with atomic_path(readme) as tmp:
+        tmp.write_text(f"{head}{START}\n{section}\n{END}{tail}", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--output-dir", default=str(default_output_dir()))
+    ap.add_argument("--readme", default=str(REPO_ROOT / "README.md"))
+    args = ap.parse_args(argv)
+    update_readme(Path(args.readme), results_markdown(Path(args.output_dir), REPO_ROOT / "outputs" / "readme"))
+    print(f"updated {args.readme}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,587 @@
+"""Fine-tuning with the Hugging Face Trainer for every backbone and both tasks (notebooks 03 and 04).
+
+``train(cfg)`` loads the train file, holds out one fold of :func:`kagglelib.data.make_folds`, encodes with
+:func:`kagglelib.text.encode_pairs`, builds the model with :mod:`kagglelib.models`, trains with dynamic
+padding, length-grouped batches, gradient accumulation, warmup + cosine/linear decay, label smoothing,
+A/B swap augmentation, optional R-Drop and EMA of the trainable weights, early stopping on validation log
+loss, checkpoints every N steps with resume, and writes the run folder::
+
+    runs/<run_name>/config.json  metrics.json  valid_preds.csv  loss_curve.png  model/  [checkpoints/]
+
+Works unchanged under ``torchrun``/``accelerate launch`` (DDP; gloo on CPU)::
+
+    torchrun --nproc_per_node 2 -m kagglelib.training --config cfg.json
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import logging
+import os
+import resource
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import SequentialSampler
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from . import data, metrics, models
+from .config import RunConfig, save_config
+from .io import read_json, save_figure, write_csv, write_json
+from .predict import forward_logits, pad_batch, padding_side
+from .text import INSTRUCTION, TextConfig, encode_pairs
+
+log = logging.getLogger(__name__)
+SWAP_MODES = ("none", "concat", "pair")
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    """All knobs of one fine-tuning run; ``None`` = the profile's value (see the subclasses' tables)."""
+
+    # model (names shared with models.ModelSpec)
+    backbone: str | None = None            # hub id / folder / Kaggle input name / minilm / tiny-gemma2 / tiny-deberta
+    task: str = "classifier"               # classifier | next_token (causal LM scores "0"/"1"/"2")
+    head_layers: int | None = None         # 1 or 3
+    head_dropout: float = 0.1
+    head_prior_init: bool = True           # start the head's bias at log(class prior of the training fold)
+    use_lora: bool | None = None           # False = full fine-tuning
+    lora_r: int | None = None
+    lora_alpha: int | None = None
+    lora_dropout: float = 0.05
+    lora_targets: str = ""                 # "" = default for the model_type
+    lora_init: str | None = None           # default | pissa | pissa_niter_4
+    quantization: str | None = None        # none | 4bit | 8bit
+    freeze_layers: int | None = None       # first N transformer layers frozen (no LoRA / no gradient)
+    gradient_checkpointing: bool | None = None
+    attn_implementation: str = "auto"
+    precision: str | None = None           # auto | bf16 | fp16 | fp32
+    allow_download: bool | None = None
+    # text (names shared with text.TextConfig)
+    max_length: int | None = None
+    prompt_tokens: int | None = None
+    response_tokens: int | None = None
+    head_ratio: float = 0.5
+    # data
+    fold: int = 0                          # validation fold of data.make_folds
+    n_folds: int = 5
+    fold_seed: int = 42
+    max_train_rows: int | None = None      # 0 = all training-fold rows
+    max_valid_rows: int | None = None      # 0 = the whole validation fold
+    # optimisation
+    epochs: float | None = None
+    max_steps: int | None = None           # > 0 overrides epochs
+    batch_size: int | None = None          # rows (pairs) per device per step
+    eval_batch_size: int | None = None
+    grad_accum: int | None = None
+    lr: float | None = None
+    head_lr: float | None = None           # learning rate of the classification head (None = lr)
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    scheduler: str | None = None           # cosine | linear
+    label_smoothing: float = 0.0
+    swap_aug: str | None = None            # none | concat (both orders as rows) | pair (both orders in one batch)
+    rdrop_alpha: float = 0.0               # > 0: R-Drop symmetric-KL weight
+    ema_decay: float = 0.0                 # > 0: EMA of the trainable weights, used for eval and saving
+    early_stopping_patience: int = 0       # > 0: stop after this many evals without a better valid log loss
+    eval_steps: int | None = None          # 0 = evaluate once per epoch
+    save_steps: int | None = None          # 0 = checkpoint at each evaluation
+    save_total_limit: int = 2
+    resume: str = "auto"                   # auto = latest checkpoint of this run if any; "" = fresh; or a path
+    keep_checkpoints: bool = False         # keep checkpoints/ after a successful run
+    seed: int = 42
+    logging_steps: int | None = None
+    progress: bool = True                  # tqdm bars
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        missing = [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is None]
+        if missing:
+            raise ValueError(f"{type(self).__name__}: no value and no {self.profile} default for {missing}")
+        if self.swap_aug not in SWAP_MODES:
+            raise ValueError(f"swap_aug must be one of {SWAP_MODES}, got {self.swap_aug!r}")
+        if self.scheduler not in ("cosine", "linear"):
+            raise ValueError(f"scheduler must be cosine or linear, got {self.scheduler!r}")
+        if not 0 <= self.fold < self.n_folds:
+            raise ValueError(f"fold must be in [0, {self.n_folds}), got {self.fold}")
+        models.spec_from(self)   # validates the model fields early
+        text_config(self)
+
+    @property
+    def smoke(self) -> bool:
+        """True for randomly initialised tiny backbones: plumbing checks, never results."""
+        return self.backbone in models.SMOKE_BACKBONES
+
+
+_GEMMA_COMMON = dict(head_layers=1, freeze_layers=0, use_lora=True, lora_r=16, lora_alpha=32, lora_init="default",
+                     gradient_checkpointing=True, prompt_tokens=256, response_tokens=768, max_train_rows=0,
+                     max_valid_rows=0, epochs=1.0, max_steps=0, lr=1e-4, head_lr=1e-4, swap_aug="concat",
+                     eval_steps=0, save_steps=200, scheduler="cosine", logging_steps=10)
+_ENCODER_COMMON = dict(head_layers=1, freeze_layers=0, use_lora=False, lora_r=16, lora_alpha=32, lora_init="default",
+                       quantization="none", prompt_tokens=256, response_tokens=512, max_train_rows=0,
+                       max_valid_rows=0, epochs=2.0, max_steps=0, lr=1e-5, head_lr=1e-4, swap_aug="concat",
+                       eval_steps=0, save_steps=500, scheduler="cosine", logging_steps=10)
+
+
+@dataclass
+class GemmaTrainConfig(TrainConfig):
+    """Notebook 03: Gemma-2 (or any decoder LM) LoRA classifier / next-token scorer."""
+
+    run_name: str = "gemma_lora"
+    PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
+        "colab-a100": {**_GEMMA_COMMON, "backbone": "google/gemma-2-9b-it", "quantization": "none",
+                       "precision": "bf16", "allow_download": True, "max_length": 2048, "batch_size": 4,
+                       "eval_batch_size": 8, "grad_accum": 4},
+        "kaggle-t4": {**_GEMMA_COMMON, "backbone": "google/gemma-2-9b-it", "quantization": "4bit",
+                      "precision": "fp16", "allow_download": False, "max_length": 1024, "batch_size": 2,
+                      "eval_batch_size": 4, "grad_accum": 8},
+        # Smoke run on CPU: random tiny Gemma-2, exercises LoRA + PiSSA + 3-layer head + checkpoint/resume.
+        "cpu-sample": {"backbone": "tiny-gemma2", "head_layers": 3, "freeze_layers": 0, "use_lora": True, "lora_r": 8, "lora_alpha": 16,
+                       "lora_init": "pissa_niter_4", "quantization": "none", "gradient_checkpointing": False,
+                       "precision": "fp32", "allow_download": False, "max_length": 192, "prompt_tokens": 48,
+                       "response_tokens": 64, "max_train_rows": 64, "max_valid_rows": 48, "epochs": 1.0,
+                       "max_steps": 12, "batch_size": 4, "eval_batch_size": 32, "grad_accum": 1, "lr": 2e-3,
+                       "head_lr": 2e-3, "swap_aug": "pair", "eval_steps": 6, "save_steps": 6,
+                       "scheduler": "cosine", "logging_steps": 2},
+    }
+
+
+@dataclass
+class EncoderTrainConfig(TrainConfig):
+    """Notebook 04: DeBERTa-v3 / BERT-family / MiniLM classifier (full fine-tune by default)."""
+
+    run_name: str = "encoder"
+    PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
+        "colab-a100": {**_ENCODER_COMMON, "backbone": "microsoft/deberta-v3-large", "gradient_checkpointing": False,
+                       "precision": "bf16", "allow_download": True, "max_length": 1536, "batch_size": 8,
+                       "eval_batch_size": 16, "grad_accum": 2},
+        "kaggle-t4": {**_ENCODER_COMMON, "backbone": "microsoft/deberta-v3-large", "gradient_checkpointing": True,
+                      "precision": "fp16", "allow_download": False, "max_length": 1024, "batch_size": 4,
+                      "eval_batch_size": 8, "grad_accum": 4},
+        # Real pretrained MiniLM on the bundled sample: a few minutes on 2 CPU cores, beats the class prior.
+        "cpu-sample": {**_ENCODER_COMMON, "backbone": "minilm", "gradient_checkpointing": False, "precision": "fp32",
+                       "allow_download": False, "max_length": 256, "prompt_tokens": 32, "response_tokens": 96,
+                       "freeze_layers": 1, "epochs": 2.0, "batch_size": 8, "eval_batch_size": 64, "grad_accum": 1,
+                       "lr": 1e-4, "head_lr": 3e-3, "scheduler": "linear", "swap_aug": "none", "logging_steps": 20},
+    }
+
+
+CONFIG_CLASSES = {c.__name__: c for c in (TrainConfig, GemmaTrainConfig, EncoderTrainConfig)}
+
+
+def text_config(cfg: Any) -> TextConfig:
+    """The run's TextConfig (fields picked by name)."""
+    return models.text_config_from(cfg)
+
+
+# ---------------------------------------------------------------- data
+
+@dataclass
+class Splits:
+    """Encoded training rows and validation rows (validation in its original order)."""
+
+    train: list[dict[str, Any]]
+    valid: list[dict[str, Any]]
+    valid_df: pd.DataFrame
+    train_labels: np.ndarray
+
+
+@functools.lru_cache(maxsize=2)
+def _arena_with_folds(path: str, mtime_ns: int, n_folds: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Loaded file and its folds, cached per (file version, folds) so repeated runs in one process skip the work."""
+    df = data.load_arena(path)
+    if "label" not in df.columns:
+        raise ValueError(f"{path}: training needs winner columns (winner_model_a/b/tie or winner)")
+    return df, data.make_folds(df, n_folds, seed)
+
+
+def load_splits(cfg: TrainConfig, tokenizer: Any) -> Splits:
+    """Read the train file, split off fold ``cfg.fold``, subsample as configured, encode (with swaps)."""
+    path = Path(cfg.train_path)
+    df, folds = _arena_with_folds(str(path), path.stat().st_mtime_ns, cfg.n_folds, cfg.fold_seed)
+    rng = np.random.default_rng(cfg.seed)
+    train_idx, valid_idx = np.flatnonzero(folds != cfg.fold), np.flatnonzero(folds == cfg.fold)
+    if cfg.max_train_rows and len(train_idx) > cfg.max_train_rows:
+        train_idx = np.sort(rng.choice(train_idx, cfg.max_train_rows, replace=False))
+    if cfg.max_valid_rows and len(valid_idx) > cfg.max_valid_rows:
+        valid_idx = np.sort(rng.choice(valid_idx, cfg.max_valid_rows, replace=False))
+    suffix = INSTRUCTION if cfg.task == "next_token" else ""
+    tcfg = text_config(cfg)
+    train_df, valid_df = df.iloc[train_idx].reset_index(drop=True), df.iloc[valid_idx].reset_index(drop=True)
+    valid_df["fold"] = folds[valid_idx]
+    ids = encode_pairs(tokenizer, train_df, tcfg, suffix)
+    labels = train_df["label"].to_numpy()
+    rows = [{"input_ids": x, "labels": int(y)} for x, y in zip(ids, labels)]
+    if cfg.swap_aug != "none":
+        swapped = data.swap_ab(train_df)
+        sids = encode_pairs(tokenizer, swapped, tcfg, suffix)
+        if cfg.swap_aug == "pair":   # both orders of a pair land in the same batch (the collator unpacks them)
+            for r, x, y in zip(rows, sids, swapped["label"].to_numpy()):
+                r.update(swap_input_ids=x, swap_labels=int(y))
+        else:
+            rows += [{"input_ids": x, "labels": int(y)} for x, y in zip(sids, swapped["label"].to_numpy())]
+    vids = encode_pairs(tokenizer, valid_df, tcfg, suffix)
+    valid = [{"input_ids": x, "labels": int(y)} for x, y in zip(vids, valid_df["label"].to_numpy())]
+    return Splits(rows, valid, valid_df, labels)
+
+
+@dataclass
+class Collator:
+    """Dynamic padding; a row carrying ``swap_input_ids`` contributes both A/B orders to the batch."""
+
+    pad_token_id: int
+    side: str = "right"
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        seqs, labels = [], []
+        for f in features:
+            seqs.append(f["input_ids"])
+            labels.append(f["labels"])
+            if "swap_input_ids" in f:
+                seqs.append(f["swap_input_ids"])
+                labels.append(f["swap_labels"])
+        ids, mask = pad_batch(seqs, self.pad_token_id, self.side)
+        return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor(labels, dtype=torch.long)}
+
+
+# ---------------------------------------------------------------- trainer
+
+def softmax_np(logits: np.ndarray) -> np.ndarray:
+    """Row softmax in float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def compute_metrics(eval_pred: Any) -> dict[str, float]:
+    """Validation log loss and accuracy from the Trainer's gathered logits."""
+    logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+    probs = softmax_np(logits)
+    labels = np.asarray(eval_pred.label_ids)
+    return {"log_loss": metrics.log_loss(labels, probs), "accuracy": metrics.accuracy(labels, probs)}
+
+
+class ArenaTrainer(Trainer):
+    """Trainer with 3-class cross-entropy (label smoothing, R-Drop) for both tasks, a head LR and EMA eval."""
+
+    def __init__(self, *args: Any, task: str, label_token_ids: list[int] | None, label_smoothing: float,
+                 rdrop_alpha: float, head_lr: float, ema: "EmaCallback | None" = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.task, self.label_token_ids = task, label_token_ids
+        self.label_smoothing, self.rdrop_alpha, self.head_lr, self.ema = label_smoothing, rdrop_alpha, head_lr, ema
+        # Our loss is a per-row mean: let the Trainer divide it by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        labels = inputs["labels"]
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        rdrop = self.rdrop_alpha > 0 and model.training
+        if rdrop:   # one forward on the doubled batch: two dropout masks, one DDP-friendly pass
+            ids, mask = torch.cat([ids, ids]), torch.cat([mask, mask])
+        logits = forward_logits(model, ids, mask, self.task, self.label_token_ids)
+        if rdrop:
+            l1, l2 = logits.chunk(2)
+            ce = 0.5 * (F.cross_entropy(l1, labels, label_smoothing=self.label_smoothing)
+                        + F.cross_entropy(l2, labels, label_smoothing=self.label_smoothing))
+            p1, p2 = F.log_softmax(l1, -1), F.log_softmax(l2, -1)
+            kl = 0.5 * (F.kl_div(p1, p2, log_target=True, reduction="batchmean")
+                        + F.kl_div(p2, p1, log_target=True, reduction="batchmean"))
+            loss, logits = ce + self.rdrop_alpha * kl, l1
+        else:
+            loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        return (loss, {"logits": logits}) if return_outputs else loss
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """AdamW with weight decay off for biases/norms and a separate learning rate for the head."""
+        opt_model = self.model if model is None else model
+        if self.optimizer is None:
+            decay = set(self.get_decay_parameter_names(opt_model))
+            groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+            for name, p in opt_model.named_parameters():
+                if p.requires_grad:
+                    is_head = any(f"{h}." in name for h in models.HEAD_NAMES)
+                    groups.setdefault((is_head, name in decay), []).append(p)
+            param_groups = [{"params": ps, "weight_decay": self.args.weight_decay if dec else 0.0,
+                             "lr": self.head_lr if head else self.args.learning_rate}
+                            for (head, dec), ps in sorted(groups.items())]
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            optimizer_kwargs.pop("lr", None)
+            self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+        # Keep evaluation in dataset order (already length-sorted); the Trainer would length-group it randomly.
+        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        if self.ema is None:
+            return super().evaluate(*args, **kwargs)
+        self.ema.swap(self.model)
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            self.ema.swap(self.model)
+
+
+class EmaCallback(TrainerCallback):
+    """Exponential moving average of the trainable weights (LoRA + head, or all); saved with checkpoints."""
+
+    FILE = "ema.safetensors"
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {n: p.detach().float().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kwargs: Any) -> None:
+        with torch.no_grad():
+            for n, p in _unwrap(model).named_parameters():
+                if n in self.shadow:
+                    self.shadow[n].mul_(self.decay).add_(p.detach().float(), alpha=1 - self.decay)
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        from safetensors.torch import save_file
+        if state.is_world_process_zero:
+            save_file(self.shadow, str(Path(args.output_dir) / f"checkpoint-{state.global_step}" / self.FILE))
+
+    def load(self, checkpoint: str | Path) -> None:
+        """Restore the shadow weights saved in a checkpoint (resume)."""
+        from safetensors.torch import load_file
+        path = Path(checkpoint) / self.FILE
+        if path.exists():
+            self.shadow.update(load_file(str(path)))
+
+    def swap(self, model: nn.Module) -> None:
+        """Exchange the model's trainable weights with the shadow ones (call twice to undo)."""
+        with torch.no_grad():
+            for n, p in _unwrap(model).named_parameters():
+                if n in self.shadow:
+                    tmp = p.detach().float().clone()
+                    p.copy_(self.shadow[n].to(p.dtype))
+                    self.shadow[n] = tmp
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") and isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+class InterruptAt(TrainerCallback):
+    """Simulated disconnect: raise right after the checkpoint at step ``step`` is written."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step >= self.step:
+            raise TrainingInterrupted(state.global_step)
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised by :class:`InterruptAt`; ``args[0]`` is the step of the last checkpoint."""
+
+
+# ---------------------------------------------------------------- orchestration
+
+def training_arguments(cfg: TrainConfig, n_train_rows: int, world_size: int, out_dir: Path) -> TrainingArguments:
+    """TrainingArguments for the run: steps, schedule, precision, eval/save cadence, DDP backend."""
+    precision = models.resolve_precision(cfg.precision)
+    per_epoch = max(1, -(-n_train_rows // (cfg.batch_size * world_size * cfg.grad_accum)))
+    total = cfg.max_steps if cfg.max_steps and cfg.max_steps > 0 else int(np.ceil(per_epoch * cfg.epochs))
+    eval_steps = cfg.eval_steps or per_epoch
+    save_steps = cfg.save_steps or eval_steps
+    load_best = cfg.early_stopping_patience > 0 and cfg.ema_decay == 0
+    if load_best and save_steps % eval_steps:
+        raise ValueError(f"early stopping restores the best checkpoint: save_steps ({save_steps}) must be a "
+                         f"multiple of eval_steps ({eval_steps})")
+    cuda = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=str(out_dir), per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        num_train_epochs=cfg.epochs, max_steps=total, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
+        lr_scheduler_type=cfg.scheduler, warmup_steps=float(cfg.warmup_ratio), optim="adamw_torch",
+        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not cuda,
+        # QLoRA enables checkpointing in prepare_model_for_kbit_training already.
+        activation_checkpointing=cfg.gradient_checkpointing and cfg.quantization == "none",
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        train_sampling_strategy="group_by_length", eval_strategy="steps", eval_steps=eval_steps,
+        save_strategy="steps", save_steps=save_steps, save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=load_best, metric_for_best_model="log_loss", greater_is_better=False,
+        logging_steps=min(cfg.logging_steps, max(1, eval_steps)), logging_first_step=True,
+        label_names=["labels"], remove_unused_columns=False, report_to="none", seed=cfg.seed, data_seed=cfg.seed,
+        disable_tqdm=not cfg.progress, dataloader_num_workers=0,
+        ddp_backend="gloo" if world_size > 1 and not cuda else None, ddp_find_unused_parameters=False)
+
+
+def _peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux reports KiB
+
+
+def history_from_logs(log_history: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(train loss records, evaluation records) from the Trainer's log history."""
+    train = [{"step": r["step"], "epoch": r.get("epoch"), "loss": r["loss"], "lr": r.get("learning_rate")}
+             for r in log_history if "loss" in r]
+    evals = [{"step": r["step"], "epoch": r.get("epoch"), "valid_log_loss": r["eval_log_loss"],
+              "valid_accuracy": r.get("eval_accuracy")} for r in log_history if "eval_log_loss" in r]
+    return train, evals
+
+
+def plot_losses(train_hist: list[dict], eval_hist: list[dict], prior: float, title: str) -> Any:
+    """Train loss and validation log loss against optimizer steps, with the class-prior baseline."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+    if "ipykernel" not in sys.modules:
+        matplotlib.use("Agg")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train_hist:
+        ax.plot([r["step"] for r in train_hist], [r["loss"] for r in train_hist], label="train loss", alpha=0.8)
+    if eval_hist:
+        ax.plot([r["step"] for r in eval_hist], [r["valid_log_loss"] for r in eval_hist], "o-", label="valid log loss")
+    ax.axhline(prior, color="grey", linestyle="--", label=f"class prior {prior:.4f}")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("log loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def resume_checkpoint(cfg: TrainConfig, ckpt_dir: Path) -> str | None:
+    """Checkpoint to resume from: ``resume`` path, the run's latest (auto), or None."""
+    if cfg.resume in ("", "none", None):
+        return None
+    if cfg.resume != "auto":
+        if not Path(cfg.resume).is_dir():
+            raise FileNotFoundError(f"resume checkpoint {cfg.resume} not found")
+        return cfg.resume
+    return get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+
+
+def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None,
+          interrupt_at_step: int | None = None) -> dict[str, Any]:
+    """Fine-tune, validate and save one run; returns the metrics dict (on every process).
+
+    ``interrupt_at_step`` simulates a disconnect after that step's checkpoint and returns
+    ``{"interrupted": True, ...}`` without final outputs; calling ``train`` again resumes (resume="auto").
+    """
+    t0 = time.time()
+    spec = models.spec_from(cfg)
+    run_dir = cfg.run_dir
+    ckpt_dir = run_dir / "checkpoints"
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    model, tokenizer = models.build_model(spec)
+    label_ids = models.label_token_ids(tokenizer) if cfg.task == "next_token" else None
+    splits = load_splits(cfg, tokenizer)
+    if cfg.task == "classifier" and cfg.head_prior_init:   # (a resumed run then loads its checkpoint over this)
+        models.init_head_bias(model, np.bincount(splits.train_labels, minlength=3) / len(splits.train_labels))
+    args = training_arguments(cfg, len(splits.train), world_size, ckpt_dir)
+    # Validation rows sorted by length (less padding); predictions are put back in file order below.
+    order = np.argsort([-len(r["input_ids"]) for r in splits.valid], kind="stable")
+    ema = EmaCallback(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    cbs = list(callbacks or [])
+    if ema:
+        cbs.append(ema)
+    if cfg.early_stopping_patience > 0:
+        cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    if interrupt_at_step:
+        cbs.append(InterruptAt(interrupt_at_step))
+    trainer = ArenaTrainer(
+        model=model, args=args, train_dataset=splits.train, eval_dataset=[splits.valid[i] for i in order],
+        data_collator=Collator(tokenizer.pad_token_id, padding_side(cfg.task)), processing_class=tokenizer,
+        compute_metrics=compute_metrics, callbacks=cbs, task=cfg.task, label_token_ids=label_ids,
+        label_smoothing=cfg.label_smoothing, rdrop_alpha=cfg.rdrop_alpha, head_lr=cfg.head_lr or cfg.lr, ema=ema)
+    main = trainer.is_world_process_zero()
+    pissa_init = run_dir / "pissa_init" if spec.use_lora and spec.lora_init != "default" else None
+    if main:
+        save_config(cfg, run_dir, smoke=cfg.smoke, world_size=world_size)
+        if pissa_init is not None:
+            models.save_pissa_init(model, pissa_init)
+    resume = resume_checkpoint(cfg, ckpt_dir)
+    if ema and resume:
+        ema.load(resume)
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    except TrainingInterrupted as stop:
+        return {"interrupted": True, "global_step": int(stop.args[0]), "checkpoint": get_last_checkpoint(str(ckpt_dir))}
+    if ema:
+        ema.swap(trainer.model)   # final weights = the average
+    pred = trainer.predict([splits.valid[i] for i in order])
+    probs = np.empty((len(order), 3))
+    probs[order] = softmax_np(pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions)
+    labels = splits.valid_df["label"].to_numpy()
+    prior = metrics.prior_probs(splits.train_labels, len(labels))
+    train_hist, eval_hist = history_from_logs(trainer.state.log_history)
+    trainable, total = models.count_parameters(trainer.model)
+    out: dict[str, Any] = {
+        **metrics.summarise(labels, probs, prefix="valid_"),
+        "prior_log_loss": metrics.log_loss(labels, prior), "prior_probs": prior[0].tolist(),
+        "n_train": int(len(splits.train_labels)), "n_train_rows_seen_per_epoch": len(splits.train) * (
+            2 if cfg.swap_aug == "pair" else 1), "n_valid": int(len(labels)), "fold": cfg.fold,
+        "global_step": int(trainer.state.global_step), "epochs_done": float(trainer.state.epoch or 0),
+        "train_loss": float(result.training_loss), "best_valid_log_loss": trainer.state.best_metric,
+        "history": eval_hist, "train_history": train_hist, "trainable_params": trainable, "total_params": total,
+        "world_size": world_size, "resumed_from": resume, "smoke": cfg.smoke, "backbone": cfg.backbone,
+        "task": cfg.task, "seconds": round(time.time() - t0, 2), "peak_memory_mb": round(_peak_memory_mb(), 1),
+    }
+    out["beats_prior"] = bool(out["valid_log_loss"] < out["prior_log_loss"])
+    if main:
+        ids = splits.valid_df["id"].to_numpy()
+        preds = pd.DataFrame({"id": ids, "label": labels, "fold": splits.valid_df["fold"].to_numpy(),
+                              "winner_model_a": probs[:, 0], "winner_model_b": probs[:, 1], "winner_tie": probs[:, 2]})
+        write_csv(preds, run_dir / "valid_preds.csv")
+        models.save_for_inference(trainer.model, tokenizer, run_dir / "model", pissa_init)
+        title = f"{cfg.run_name}: {cfg.backbone} ({cfg.task})" + ("  [SMOKE: random tiny model, not a result]"
+                                                                  if cfg.smoke else "")
+        fig = plot_losses(train_hist, eval_hist, out["prior_log_loss"], title)
+        save_figure(fig, run_dir / "loss_curve.png")
+        import matplotlib.pyplot as plt
+        plt.close(fig)
+        write_json(out, run_dir / "metrics.json")
+        if not cfg.keep_checkpoints:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    return out
+
+
+def config_from_json(path: str | Path) -> TrainConfig:
+    """A config from a JSON file of field values (``config_class`` picks Gemma/Encoder/TrainConfig)."""
+    raw = read_json(path)
+    cls = CONFIG_CLASSES.get(raw.pop("config_class", "TrainConfig"), TrainConfig)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names - {"env", "host", "python", "created", "smoke", "world_size"})
+    if unknown:
+        raise ValueError(f"{path}: unknown config field(s) {unknown}")
+    return cls(**{k: v for k, v in raw.items() if k in names})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``python -m kagglelib.training --config cfg.json [--report out_{rank}.json]`` (torchrun-ready)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="JSON file with config fields (config_class optional)")
+    parser.add_argument("--report", default="", help="also write this process's metrics here; {rank} is expanded")
+    a = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    out = train(config_from_json(a.config))
+    if a.report:
+        rank = int(os.environ.get("RANK", "0"))
+        write_json(out, a.report.format(rank=rank))
+    print(json.dumps({k: out.get(k) for k in ("valid_log_loss", "valid_accuracy", "prior_log_loss", "seconds")}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""Bias probes on hand-built models, the ablation table/calibration from run folders, Kaggle packaging."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kagglelib import ablation, probes
+from kagglelib.data import WINNER_COLUMNS
+from kagglelib.inference import tta_predict
+from kagglelib.io import write_csv, write_json
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def chars(df: pd.DataFrame, side: str) -> np.ndarray:
+    return df[f"response_{side}"].map(lambda t: len("".join(t))).to_numpy(dtype=float)
+
+
+def length_only(df: pd.DataFrame) -> np.ndarray:
+    """Looks only at the two lengths: the longer answer wins (symmetric, no position bias)."""
+    d = 2.0 * (np.log1p(chars(df, "a")) - np.log1p(chars(df, "b")))
+    return softmax(np.stack([d, -d, np.zeros(len(df))], axis=1))
+
+
+def position_biased(df: pd.DataFrame) -> np.ndarray:
+    """Prefers whatever is in slot A, plus a small word-count signal."""
+    wa = df["response_a"].map(lambda t: len(" ".join(t).split())).to_numpy(dtype=float)
+    wb = df["response_b"].map(lambda t: len(" ".join(t).split())).to_numpy(dtype=float)
+    d = 0.3 * (np.log1p(wa) - np.log1p(wb))
+    return softmax(np.stack([d + 0.8, -d, np.zeros(len(df))], axis=1))
+
+
+def keyword_model(df: pd.DataFrame) -> np.ndarray:
+    """Rewards the word 'certain' and ignores length."""
+    ka = df["response_a"].map(lambda t: "certain" in " ".join(t)).to_numpy(dtype=float)
+    kb = df["response_b"].map(lambda t: "certain" in " ".join(t)).to_numpy(dtype=float)
+    return softmax(np.stack([ka, kb, np.zeros(len(df))], axis=1))
+
+
+@pytest.fixture(scope="module")
+def rows(train_df):
+    return train_df.sample(n=80, random_state=0).reset_index(drop=True)
+
+
+def test_probe_sentences_have_length_matched_controls():
+    assert len(probes.ASSERTIVE) == len(probes.NEUTRAL_PREFIX)
+    assert len(probes.SELF_CLAIM) == len(probes.NEUTRAL_SUFFIX)
+
+
+def test_probes_leave_rows_untouched(rows):
+    before = rows.copy(deep=True)
+    probes.run_probes(length_only, rows)
+    for col in rows.columns:
+        assert rows[col].tolist() == before[col].tolist()
+    padded = probes.edit_side(rows, "a", probes.pad_filler)
+    last = lambda df: df["response_a"].map(lambda t: len(t[-1])).to_numpy()  # noqa: E731
+    assert (last(padded) >= 2 * last(rows)).all() and (last(padded) >= last(rows) + 200).all()
+    assert padded["response_b"].tolist() == rows["response_b"].tolist()
+
+
+def test_length_only_model_shows_verbosity_not_assertiveness(rows):
+    rep = probes.run_probes(length_only, rows)
+    assert rep["verbosity_shift"] > 0.15
+    assert abs(rep["assertiveness_shift"]) < 1e-12 and abs(rep["self_claim_shift"]) < 1e-12
+    assert rep["flip_rate"] == 0 and rep["mean_abs_ab_gap"] < 1e-12
+    assert rep["verbosity_shift"] == max(abs(v) for k, v in rep.items() if k.endswith("_shift"))
+    assert rep["model_length_slope"] > 0 and "human_length_slope" in rep
+    kw = probes.run_probes(keyword_model, rows)
+    assert abs(kw["verbosity_shift"]) < 1e-12 and kw["assertiveness_shift"] > 0.1
+
+
+def test_position_bias_is_seen_and_tta_removes_it(rows):
+    raw = probes.run_probes(position_biased, rows)
+    assert raw["flip_rate"] > 0.2 and raw["mean_abs_ab_gap"] > 0.1
+    tta = probes.run_probes(lambda df: tta_predict(position_biased, df), rows)
+    assert tta["flip_rate"] == 0 and tta["mean_abs_ab_gap"] < 1e-12
+
+
+def fake_run(root, name, labels, probs, **config):
+    run = root / "runs" / name
+    run.mkdir(parents=True)
+    write_json({"config_class": "X", "profile": "cpu-sample", **config}, run / "config.json")
+    write_json({"n_train": len(labels), "seconds": 1.0}, run / "metrics.json")
+    df = pd.DataFrame({"id": np.arange(len(labels)), "label": labels, **dict(zip(WINNER_COLUMNS, probs.T))})
+    write_csv(df, run / "valid_preds.csv")
+    return run
+
+
+def test_ablation_table_and_calibration(tmp_path):
+    rng = np.random.default_rng(0)
+    good = rng.dirichlet([1, 1, 1], 400)                                # calibrated: labels drawn from it
+    y = np.array([rng.choice(3, p=p) for p in good])
+    noisy = rng.dirichlet([1, 1, 1], 400)
+    fake_run(tmp_path, "good", y, good, backbone="minilm", head_layers=3)
+    fake_run(tmp_path, "noisy", y, noisy, backbone="tiny-gemma2", smoke=True)
+    fake_run(tmp_path, "submission", y, noisy)
+    table = ablation.ablation_table(tmp_path, exclude="submission", n_bootstrap=200)
+    assert table["run"].tolist() == ["good", "noisy"]
+    assert table.loc[0, "backbone"] == "minilm" and table.loc[0, "head_layers"] == 3
+    assert table["smoke"].tolist() == [False, True]
+    assert (table["ll_low"] < table["log_loss"]).all() and (table["log_loss"] < table["ll_high"]).all()
+    assert table.loc[0, "ll_high"] < table.loc[1, "ll_low"]        # a real difference: intervals apart
+    md = ablation.to_markdown(table)
+    assert md.startswith("| run |") and md.count("\n") == 4
+    cal, curves = ablation.calibration_table(ablation.list_runs(tmp_path, exclude="submission"))
+    assert set(cal["run"]) == {"good", "noisy"} and set(curves) == {"good", "noisy"}
+    over = softmax(3 * np.log(good))                                  # over-confident version of 'good'
+    rep = ablation.calibration_report(y, over)
+    assert rep["temperature"] > 1.5 and rep["log_loss_scaled"] < rep["log_loss"] and rep["ece_scaled"] < rep["ece"]
+
+
+def test_kaggle_package(tmp_path):
+    from kagglelib.packaging import package
+
+    run = fake_run(tmp_path, "baseline", np.array([0, 1]), np.full((2, 3), 1 / 3))
+    (run / "checkpoint-10").mkdir()
+    (run / "checkpoint-10" / "optimizer.pt").write_bytes(b"x")
+    out = package(["baseline"], "me", tmp_path / "pkg", tmp_path, wheels=[])
+    ds = out / "dataset"
+    assert (ds / "kagglelib" / "inference.py").exists() and (ds / "runs" / "baseline" / "valid_preds.csv").exists()
+    assert not (ds / "runs" / "baseline" / "checkpoint-10").exists()
+    meta = json.loads((out / "kernel" / "kernel-metadata.json").read_text())
+    assert meta["enable_internet"] is False and meta["enable_gpu"] is True
+    assert meta["dataset_sources"] == ["me/arena-pref-runs"] and meta["competition_sources"]
+    import papermill as pm
+
+    params = pm.inspect_notebook(str(out / "kernel" / "05_tta_inference.ipynb"))
+    assert params["runs"]["default"] == '["baseline"]' and params["profile"]["default"] == '"kaggle-t4"'
+    assert "kaggle competitions submit" in (out / "COMMANDS.txt").read_text()
+
+
+def test_seeds_grid_trains_each_factor_and_a_tta_twin(tmp_path):
+    from kagglelib.data import load_arena, swap_ab, swap_probs
+    from kagglelib.inference import load_predictor
+
+    base = {"output_dir": str(tmp_path), "max_steps": 2, "eval_steps": 2, "save_steps": 2, "max_train_rows": 16,
+            "max_valid_rows": 12, "max_length": 96, "progress": False}
+    assert [p["run_name"] for p in ablation.grid_params(base)] == [
+        "grid_ref", "grid_head_layers-3", "grid_lora_init-pissa", "grid_task-next_token"]
+    dirs = ablation.run_grid(base)
+    assert [d.name for d in dirs][-1] == "grid_ref_tta"
+    table = ablation.ablation_table(tmp_path, n_bootstrap=50).set_index("run")
+    assert table.loc["grid_head_layers-3", "head_layers"] == 3 and table.loc["grid_ref", "head_layers"] == 1
+    assert table.loc["grid_lora_init-pissa", "lora_init"] == "pissa"
+    assert table.loc["grid_task-next_token", "task"] == "next_token"
+    assert table.loc["grid_ref_tta", "tta"] == True and table["smoke"].all()  # noqa: E712
+    # the TTA twin is the reference model's predictions made exactly position-symmetric
+    twin = pd.read_csv(dirs[-1] / "valid_preds.csv")
+    rows = load_arena(json.loads((dirs[0] / "config.json").read_text())["train_path"])
+    rows = rows.set_index(rows["id"].astype(str)).loc[twin["id"].astype(str)].reset_index(drop=True)
+    predict = load_predictor(dirs[0])
+    swapped = tta_predict(predict, swap_ab(rows))
+    np.testing.assert_allclose(swap_probs(swapped), twin[list(WINNER_COLUMNS)].to_numpy(), atol=1e-6)

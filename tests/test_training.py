@@ -1,0 +1,148 @@
+"""Trainer-based fine-tuning on tiny models: outputs contract, resume, overfitting, next-token, 2-process DDP."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from kagglelib import models, predict, training
+from kagglelib.io import read_json
+from kagglelib.paths import REPO_ROOT
+from kagglelib.text import encode_pairs
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread (2 threads on shared cores spin-wait and run ~20x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+SMALL = dict(profile="cpu-sample", max_train_rows=32, max_valid_rows=16, max_length=64, prompt_tokens=16,
+             response_tokens=24, freeze_layers=0, batch_size=4, eval_batch_size=16, lr=5e-3, head_lr=5e-3, progress=False)
+
+
+def gemma_cfg(tmp_path, run_name, **kw) -> training.GemmaTrainConfig:
+    return training.GemmaTrainConfig(output_dir=str(tmp_path), run_name=run_name,
+                                     **{**SMALL, "max_steps": 4, "eval_steps": 2, "save_steps": 2, **kw})
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """One uninterrupted run and one interrupted at step 2 then resumed (PiSSA, 3-layer head, dropout on)."""
+    tmp = tmp_path_factory.mktemp("runs")
+    kw = dict(lora_dropout=0.1, head_dropout=0.1)
+    full = training.train(gemma_cfg(tmp, "full", **kw))
+    stop = training.train(gemma_cfg(tmp, "resumed", **kw), interrupt_at_step=2)
+    again = training.train(gemma_cfg(tmp, "resumed", **kw))
+    return tmp, full, stop, again
+
+
+def test_resume_matches_uninterrupted_run(resumed):
+    tmp, full, stop, again = resumed
+    assert stop["interrupted"] and stop["global_step"] == 2 and stop["checkpoint"].endswith("checkpoint-2")
+    assert again["resumed_from"].endswith("checkpoint-2") and again["global_step"] == full["global_step"] == 4
+    a = load_file(str(tmp / "runs" / "full" / "model" / "adapter_model.safetensors"))
+    b = load_file(str(tmp / "runs" / "resumed" / "model" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and any("score" in k for k in a)
+    for k in a:
+        np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), atol=1e-6, err_msg=k)
+    assert again["valid_log_loss"] == pytest.approx(full["valid_log_loss"], abs=1e-7)
+
+
+def test_run_folder_contract(resumed):
+    tmp, full, _, _ = resumed
+    run = tmp / "runs" / "full"
+    for name in ("config.json", "metrics.json", "valid_preds.csv", "loss_curve.png", "model/adapter_model.safetensors",
+                 "model/tokenizer.json"):
+        assert (run / name).is_file(), name
+    assert not (run / "checkpoints").exists()   # removed after success (keep_checkpoints=False)
+    cfg, m = read_json(run / "config.json"), read_json(run / "metrics.json")
+    assert cfg["backbone"] == "tiny-gemma2" and cfg["smoke"] is True and cfg["head_layers"] == 3
+    assert cfg["lora_init"] == "pissa_niter_4" and cfg["task"] == "classifier" and cfg["max_length"] == 64
+    for key in ("valid_log_loss", "valid_accuracy", "valid_acc_A", "valid_acc_B", "valid_acc_tie", "history",
+                "seconds", "peak_memory_mb", "n_train", "n_valid", "prior_log_loss"):
+        assert key in m, key
+    assert m["smoke"] is True and m["n_train"] == 32 and m["n_valid"] == 16 and len(m["history"]) == 2
+    preds = pd.read_csv(run / "valid_preds.csv")
+    assert list(preds.columns) == ["id", "label", "fold", "winner_model_a", "winner_model_b", "winner_tie"]
+    assert len(preds) == 16 and (preds["fold"] == 0).all()
+    probs = preds[["winner_model_a", "winner_model_b", "winner_tie"]].to_numpy()
+    assert np.allclose(probs.sum(1), 1)
+    # The saved model (rebuilt with no training imports) reproduces the validation predictions.
+    model, tok, text_cfg, task = models.load_for_inference(run, device="cpu")
+    from kagglelib import data
+    df = data.load_arena(cfg["train_path"]).set_index("id").loc[preds["id"]].reset_index()
+    got = predict.predict_probs(model, encode_pairs(tok, df, text_cfg), task, 4096, "cpu", progress=False)
+    np.testing.assert_allclose(got, probs, atol=1e-5)
+
+
+def test_overfits_32_rows(tmp_path):
+    """One 32-row batch, full fine-tuning of the (dropout-free) tiny Gemma-2: training loss goes to ~0."""
+    cfg = training.GemmaTrainConfig(
+        output_dir=str(tmp_path), run_name="overfit", **{**SMALL, "use_lora": False, "head_layers": 1,
+                                                         "head_dropout": 0.0, "batch_size": 32, "max_steps": 40,
+                                                         "lr": 3e-3, "head_lr": 3e-3, "warmup_ratio": 0.0,
+                                                         "swap_aug": "none", "eval_steps": 40, "save_steps": 40, "logging_steps": 5,
+                                                         "weight_decay": 0.0, "scheduler": "linear"})
+    m = training.train(cfg)
+    losses = [r["loss"] for r in m["train_history"]]
+    assert losses[0] > 0.9 and losses[-1] < 0.05, losses
+    assert (cfg.run_dir / "model" / "model.safetensors").is_file()   # full fine-tune saves all weights
+
+
+def test_next_token_with_rdrop_ema_and_label_smoothing(tmp_path):
+    cfg = gemma_cfg(tmp_path, "nt", task="next_token", lora_init="default", rdrop_alpha=1.0, ema_decay=0.5,
+                    label_smoothing=0.1, swap_aug="concat", max_steps=4, eval_steps=2, save_steps=2)
+    m = training.train(cfg)
+    assert m["task"] == "next_token" and np.isfinite(m["valid_log_loss"]) and m["global_step"] == 4
+    cfg_saved = read_json(cfg.run_dir / "config.json")
+    assert cfg_saved["task"] == "next_token" and cfg_saved["rdrop_alpha"] == 1.0
+    model, tok, text_cfg, task = models.load_for_inference(cfg.run_dir, device="cpu")
+    assert task == "next_token" and model.config.arena_label_token_ids == models.label_token_ids(tok)
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="fold"):
+        training.GemmaTrainConfig(output_dir=str(tmp_path), fold=7)
+    with pytest.raises(ValueError, match="swap_aug"):
+        training.GemmaTrainConfig(output_dir=str(tmp_path), swap_aug="sometimes")
+    with pytest.raises(ValueError, match="quantization"):
+        training.EncoderTrainConfig(output_dir=str(tmp_path), quantization="4bit", use_lora=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_gloo_run(tmp_path):
+    """torchrun with 2 CPU processes (gloo DDP): completes, both ranks report identical metrics."""
+    cfg = training.EncoderTrainConfig(output_dir=str(tmp_path), run_name="ddp",
+                                      **{**SMALL, "backbone": "tiny-deberta", "use_lora": True, "max_steps": 3,
+                                         "eval_steps": 3, "save_steps": 3, "batch_size": 4})
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({**dataclasses.asdict(cfg), "config_class": "EncoderTrainConfig"}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "kagglelib.training", "--config", str(path), "--report", str(tmp_path / "report_{rank}.json")]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = read_json(tmp_path / "report_0.json"), read_json(tmp_path / "report_1.json")
+    assert r0["world_size"] == 2 and r0["global_step"] == 3
+    drop = ("seconds", "peak_memory_mb")
+    assert {k: v for k, v in r0.items() if k not in drop} == {k: v for k, v in r1.items() if k not in drop}
+    saved = read_json(cfg.run_dir / "metrics.json")
+    assert saved["valid_log_loss"] == r0["valid_log_loss"] and saved["n_valid"] == 16
+    assert len(pd.read_csv(cfg.run_dir / "valid_preds.csv")) == 16
