@@ -103,6 +103,9 @@ def ablation_table(output_dir: str | Path, include: str = "", exclude: str = "",
     """Every run's settings against its held-out log loss (with a 95% bootstrap interval) and accuracy."""
     rows = [run_row(r, n_bootstrap, seed) for r in list_runs(output_dir, include, exclude)]
     table = pd.DataFrame(rows)
+    for col in ("head_layers", "lora_r", "max_length", "n_train", "n_heldout"):
+        if col in table.columns:   # counts stay integers even where some runs lack them
+            table[col] = pd.to_numeric(table[col], errors="coerce").astype("Int64")
     if "log_loss" in table.columns:
         table = table.sort_values("log_loss", na_position="last").reset_index(drop=True)
     return table
@@ -111,6 +114,8 @@ def ablation_table(output_dir: str | Path, include: str = "", exclude: str = "",
 def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
     """A GitHub markdown table (no extra dependency)."""
     def fmt(v: Any) -> str:
+        if v is pd.NA:
+            return ""
         if isinstance(v, float):
             return "" if np.isnan(v) else f"{v:.{digits}f}"
         return str(v)

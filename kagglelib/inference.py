@@ -143,8 +143,12 @@ def run_fingerprint(run_dir: str | Path, tta: bool) -> str:
 
 
 def transformer_predictor(run_dir: str | Path, device: str | None = None, precision: str = "auto",
-                          quantization: str | None = None, batch_tokens: int = 16384, progress: bool = False) -> Predictor:
-    """A predictor for a saved transformer run (LoRA adapter + head, or full weights) on one device."""
+                          quantization: str | None = None, batch_tokens: int | None = None,
+                          progress: bool = False) -> Predictor:
+    """A predictor for a saved transformer run (LoRA adapter + head, or full weights) on one device.
+
+    ``batch_tokens`` None: 16384 on a GPU, 2048 on CPU (measured faster there: less padding, better cache use).
+    """
     import torch
 
     from .models import load_for_inference, resolve_precision
@@ -156,6 +160,8 @@ def transformer_predictor(run_dir: str | Path, device: str | None = None, precis
     model, tokenizer, text_cfg, task = load_for_inference(run_dir, device=device, dtype=dtype,
                                                           quantization=quantization)
     suffix = INSTRUCTION if task == "next_token" else ""
+    on_gpu = str(device or next(model.parameters()).device).startswith("cuda")
+    batch_tokens = batch_tokens or (16384 if on_gpu else 2048)
 
     def predict(df: pd.DataFrame) -> np.ndarray:
         ids = encode_pairs(tokenizer, df, text_cfg, suffix=suffix)
@@ -182,7 +188,7 @@ def visible_devices(devices: str = "auto") -> list[str]:
 
 
 def run_predictors(run_dir: str | Path, devices: Sequence[str], precision: str = "auto",
-                   quantization: str | None = None, batch_tokens: int = 16384) -> list[Predictor]:
+                   quantization: str | None = None, batch_tokens: int | None = None) -> list[Predictor]:
     """One predictor per device for a transformer run; one predictor for a baseline run."""
     if run_kind(run_dir) == "baseline":
         return [baseline_predictor(run_dir)]
@@ -225,7 +231,7 @@ class InferenceConfig(RunConfig):
     time_budget_s: float | None = None    # stop starting chunks before this many seconds (Kaggle: 9 h limit)
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
-        "cpu-sample": {"chunk_rows": 256, "batch_tokens": 8192, "time_budget_s": 3600.0},
+        "cpu-sample": {"chunk_rows": 256, "batch_tokens": 2048, "time_budget_s": 3600.0},  # CPU: small batches are faster
         "kaggle-t4": {"chunk_rows": 2048, "batch_tokens": 16384, "time_budget_s": 8.5 * 3600},
         "colab-a100": {"chunk_rows": 4096, "batch_tokens": 65536, "time_budget_s": 20 * 3600.0},
     }

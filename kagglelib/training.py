@@ -516,7 +516,10 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None,
     try:
         result = trainer.train(resume_from_checkpoint=resume)
     except TrainingInterrupted as stop:
+        # Remember the time spent so far, so the resumed run reports the whole training time.
+        write_json({"seconds": time.time() - t0}, ckpt_dir / "elapsed.json")
         return {"interrupted": True, "global_step": int(stop.args[0]), "checkpoint": get_last_checkpoint(str(ckpt_dir))}
+    earlier = read_json(ckpt_dir / "elapsed.json")["seconds"] if resume and (ckpt_dir / "elapsed.json").exists() else 0.0
     if ema:
         ema.swap(trainer.model)   # final weights = the average
     pred = trainer.predict([splits.valid[i] for i in order])
@@ -535,7 +538,7 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None,
         "train_loss": float(result.training_loss), "best_valid_log_loss": trainer.state.best_metric,
         "history": eval_hist, "train_history": train_hist, "trainable_params": trainable, "total_params": total,
         "world_size": world_size, "resumed_from": resume, "smoke": cfg.smoke, "backbone": cfg.backbone,
-        "task": cfg.task, "seconds": round(time.time() - t0, 2), "peak_memory_mb": round(_peak_memory_mb(), 1),
+        "task": cfg.task, "seconds": round(earlier + time.time() - t0, 2), "peak_memory_mb": round(_peak_memory_mb(), 1),
     }
     out["beats_prior"] = bool(out["valid_log_loss"] < out["prior_log_loss"])
     if main:

@@ -42,3 +42,14 @@ def write_csv(tmp_path):
         pd.DataFrame(rows).to_csv(path, index=False, **kwargs)
         return path
     return _write
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: one intra-op thread (2 threads on shared cores spin-wait and run ~20x slower)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

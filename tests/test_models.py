@@ -13,13 +13,7 @@ from kagglelib.io import write_json
 from kagglelib.text import TextConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread (2 threads on shared cores spin-wait and run ~20x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(backbone: str = "tiny-gemma2", **kw) -> models.ModelSpec:

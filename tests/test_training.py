@@ -19,13 +19,7 @@ from kagglelib.io import read_json
 from kagglelib.paths import REPO_ROOT
 from kagglelib.text import encode_pairs
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread (2 threads on shared cores spin-wait and run ~20x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SMALL = dict(profile="cpu-sample", max_train_rows=32, max_valid_rows=16, max_length=64, prompt_tokens=16,
