@@ -19,10 +19,10 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import pandas as pd
 
-from . import metrics
+from . import metrics, plots
 from .calibration import apply_temperature, fit_temperature
 from .config import RunConfig, save_config
-from .data import LABEL_NAMES, WINNER_COLUMNS, load_arena, make_folds, swap_probs
+from .data import WINNER_COLUMNS, load_arena, make_folds, swap_probs
 from .features import FeatureConfig, PairFeaturizer, length_columns, pair_embeddings, swap_features
 from .io import save_figure, write_csv, write_json
 from .submission import validate_submission, write_submission
@@ -222,55 +222,6 @@ def prob_frame(ids: Any, probs: np.ndarray, **extra: Any) -> pd.DataFrame:
     return out
 
 
-def plot_importance(importance: pd.Series, top: int = 30, title: str = "feature importance"):
-    """Horizontal bar chart of the top features."""
-    import matplotlib.pyplot as plt
-
-    imp = importance.head(top)[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.22 * len(imp) + 1))
-    ax.barh(imp.index, imp.to_numpy(), color="tab:blue")
-    ax.set_title(title)
-    ax.tick_params(axis="y", labelsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def reliability_table(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
-    """Per class and quantile bin: mean predicted probability vs observed frequency."""
-    rows = []
-    for j, name in enumerate(LABEL_NAMES):
-        p = probs[:, j]
-        edges = np.unique(np.quantile(p, np.linspace(0, 1, n_bins + 1)))
-        bins = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, max(len(edges) - 2, 0))
-        for b in np.unique(bins):
-            m = bins == b
-            rows.append({"class": name, "bin": int(b), "n": int(m.sum()), "mean_pred": float(p[m].mean()),
-                         "observed": float(np.mean(labels[m] == j))})
-    return pd.DataFrame(rows)
-
-
-def plot_reliability(labels: np.ndarray, curves: dict[str, np.ndarray], n_bins: int = 10):
-    """Reliability diagram per class (A, B, tie) for each named set of probabilities."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharey=True)
-    for name, probs in curves.items():
-        tab = reliability_table(labels, probs, n_bins)
-        for ax, cls in zip(axes, LABEL_NAMES):
-            t = tab[tab["class"] == cls]
-            ax.plot(t["mean_pred"], t["observed"], marker="o", label=f"{name} ({metrics.log_loss(labels, probs):.4f})")
-    for ax, cls in zip(axes, LABEL_NAMES):
-        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_title(f"class {cls}")
-        ax.set_xlabel("mean predicted probability")
-    axes[0].set_ylabel("observed frequency")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
 def run_baseline(cfg: BaselineConfig) -> dict[str, Any]:
     """Features -> CV (length-only LR, LogReg, LightGBM) -> temperature -> artifacts in ``cfg.run_dir``."""
     start = time.time()
@@ -326,9 +277,9 @@ def run_baseline(cfg: BaselineConfig) -> dict[str, Any]:
     importance = main.importance if main.importance is not None else pd.Series(dtype=float)
     write_csv(importance.rename_axis("feature").reset_index(name="importance"), run_dir / "feature_importance.csv")
 
-    figures = {"importance": plot_importance(importance, title=f"{cfg.model} feature importance "
+    figures = {"importance": plots.feature_importance(importance, title=f"{cfg.model} feature importance "
                                              f"({'gain' if cfg.model == 'lgbm' else '|coef|'})"),
-               "reliability": plot_reliability(labels, {"raw": main.oof, "temperature": oof_cal})}
+               "reliability": plots.reliability_per_class(labels, {"raw": main.oof, "temperature": oof_cal})}
     save_figure(figures["importance"], run_dir / "feature_importance.png")
     save_figure(figures["reliability"], run_dir / "calibration.png")
     import matplotlib.pyplot as plt

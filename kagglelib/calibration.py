@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import minimize_scalar
+
+from .data import LABEL_NAMES
 
 EPS = 1e-15
 
@@ -47,3 +50,17 @@ def fit_temperature(logits_or_probs: np.ndarray, labels: np.ndarray,
     res = minimize_scalar(loss, bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded",
                           options={"xatol": 1e-6})
     return float(np.exp(res.x))
+
+
+def reliability_table(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
+    """Per class and quantile bin: mean predicted probability vs observed frequency."""
+    rows = []
+    for j, name in enumerate(LABEL_NAMES):
+        p = probs[:, j]
+        edges = np.unique(np.quantile(p, np.linspace(0, 1, n_bins + 1)))
+        bins = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, max(len(edges) - 2, 0))
+        for b in np.unique(bins):
+            m = bins == b
+            rows.append({"class": name, "bin": int(b), "n": int(m.sum()), "mean_pred": float(p[m].mean()),
+                         "observed": float(np.mean(labels[m] == j))})
+    return pd.DataFrame(rows)

@@ -7,6 +7,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from . import metrics
+from .calibration import reliability_table
 from .data import LABEL_NAMES
 from .io import save_figure
 
@@ -142,3 +144,34 @@ def bias_bars(frame: pd.DataFrame, path: str | Path | None = None) -> plt.Figure
             ax.axvline(frame["human_length_slope"].iloc[0], color="#C44E52", linestyle="--", label="human labels")
             ax.legend(fontsize=7)
     return _finish(fig, path)
+
+
+def feature_importance(importance: pd.Series, top: int = 30, title: str = "feature importance") -> plt.Figure:
+    """Horizontal bar chart of the top features."""
+    imp = importance.head(top)[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.22 * len(imp) + 1))
+    ax.barh(imp.index, imp.to_numpy(), color="tab:blue")
+    ax.set_title(title)
+    ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_per_class(labels: np.ndarray, curves: dict[str, np.ndarray], n_bins: int = 10) -> plt.Figure:
+    """Reliability diagram per class (A, B, tie) for each named set of probabilities."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4), sharey=True)
+    for name, probs in curves.items():
+        tab = reliability_table(labels, probs, n_bins)
+        for ax, cls in zip(axes, LABEL_NAMES):
+            t = tab[tab["class"] == cls]
+            ax.plot(t["mean_pred"], t["observed"], marker="o", label=f"{name} ({metrics.log_loss(labels, probs):.4f})")
+    for ax, cls in zip(axes, LABEL_NAMES):
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"class {cls}")
+        ax.set_xlabel("mean predicted probability")
+    axes[0].set_ylabel("observed frequency")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

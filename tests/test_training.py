@@ -11,7 +11,6 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from kagglelib import models, predict, training
