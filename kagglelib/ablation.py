@@ -102,12 +102,21 @@ def ablation_table(output_dir: str | Path, include: str = "", exclude: str = "",
                    seed: int = 0) -> pd.DataFrame:
     """Every run's settings against its held-out log loss (with a 95% bootstrap interval) and accuracy."""
     rows = [run_row(r, n_bootstrap, seed) for r in list_runs(output_dir, include, exclude)]
-    table = pd.DataFrame(rows)
-    for col in ("head_layers", "lora_r", "max_length", "n_train", "n_heldout"):
-        if col in table.columns:   # counts stay integers even where some runs lack them
-            table[col] = pd.to_numeric(table[col], errors="coerce").astype("Int64")
+    table = integer_columns(pd.DataFrame(rows))
     if "log_loss" in table.columns:
         table = table.sort_values("log_loss", na_position="last").reset_index(drop=True)
+    return table
+
+
+INT_COLUMNS = ("head_layers", "lora_r", "max_length", "n_train", "n_heldout")
+
+
+def integer_columns(table: pd.DataFrame, columns: tuple[str, ...] = INT_COLUMNS) -> pd.DataFrame:
+    """Counts as nullable integers, so runs lacking a setting do not turn the others into floats."""
+    table = table.copy()
+    for col in columns:
+        if col in table.columns:
+            table[col] = pd.to_numeric(table[col], errors="coerce").round().astype("Int64")
     return table
 
 

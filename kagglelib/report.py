@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pandas as pd
 
-from .ablation import bias_frame, to_markdown
+from .ablation import INT_COLUMNS, bias_frame, integer_columns, to_markdown
 from .io import atomic_path
 from .paths import REPO_ROOT, default_output_dir
 
@@ -24,10 +25,10 @@ TABLE_COLUMNS = ["run", "backbone", "task", "head_layers", "smoke", "n_train", "
                  "ll_high", "accuracy", "prior_log_loss", "seconds"]
 
 
-def results_markdown(output_dir: Path, figure_dir: Path) -> str:
+def results_markdown(output_dir: Path, figure_dir: Path, readme_dir: Path = REPO_ROOT) -> str:
     """The results section: ablation table, submission blend, bias probes, with where each came from."""
     ab = output_dir / "ablation"
-    table = pd.read_csv(ab / "ablation_table.csv")
+    table = integer_columns(pd.read_csv(ab / "ablation_table.csv"), INT_COLUMNS + ("seconds",))
     parts = ["Produced by `bash run_all.sh` on the bundled 1,110-row sample (CPU, profile `cpu-sample`) and "
              "copied here by `python -m kagglelib.report`. Held-out rows only: out-of-fold for the baseline, "
              "the validation fold for fine-tuned models. Smoke runs are tiny random models that only prove the "
@@ -50,7 +51,7 @@ def results_markdown(output_dir: Path, figure_dir: Path) -> str:
         if (ab / "bias_probes.png").exists():
             figure_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(ab / "bias_probes.png", figure_dir / "bias_probes.png")
-            rel = (figure_dir / "bias_probes.png").relative_to(REPO_ROOT)
+            rel = Path(os.path.relpath(figure_dir / "bias_probes.png", readme_dir))
             parts.append(f"\n![Bias probes on the bundled sample]({rel.as_posix()})\n")
     return "\n".join(parts)
 
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--output-dir", default=str(default_output_dir()))
     ap.add_argument("--readme", default=str(REPO_ROOT / "README.md"))
     args = ap.parse_args(argv)
-    update_readme(Path(args.readme), results_markdown(Path(args.output_dir), REPO_ROOT / "outputs" / "readme"))
+    readme = Path(args.readme)
+    update_readme(readme, results_markdown(Path(args.output_dir), REPO_ROOT / "outputs" / "readme", readme.parent))
     print(f"updated {args.readme}")
 
 

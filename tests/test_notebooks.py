@@ -114,3 +114,20 @@ def test_ablation_outputs(suite):
     assert set(report) == {"baseline", "gemma_lora", "encoder"}
     for run in report.values():
         assert run["tta"]["flip_rate"] == 0 and run["tta"]["mean_abs_ab_gap"] < 1e-6
+
+
+def test_readme_report_is_built_from_the_runs(suite, tmp_path):
+    from kagglelib.report import results_markdown, update_readme
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:start -->\nstale\n<!-- results:end -->\noutro\n")
+    update_readme(readme, results_markdown(suite, tmp_path / "fig", tmp_path))
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "stale" not in text
+    table = pd.read_csv(suite / "ablation" / "ablation_table.csv").set_index("run")
+    assert "| baseline | lgbm |" in text and f"{table.loc['baseline', 'log_loss']:.4f}" in text
+    assert "| 3 |" in text and "3.0000" not in text          # counts print as integers
+    assert "![Bias probes on the bundled sample](fig/bias_probes.png)" in text
+    assert (tmp_path / "fig" / "bias_probes.png").stat().st_size > 0
+    readme.write_text("no markers\n")
+    with pytest.raises(ValueError, match="markers"):
+        update_readme(readme, "x")
