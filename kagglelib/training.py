@@ -94,8 +94,8 @@ class TrainConfig(RunConfig):
     label_smoothing: float = 0.0
     swap_aug: str | None = None            # none | concat (both orders as rows) | pair (both orders in one batch)
     rdrop_alpha: float = 0.0               # > 0: R-Drop symmetric-KL weight
-    ema_decay: float = 0.0                 # > 0: EMA of the trainable weights, used for eval and saving
-    early_stopping_patience: int = 0       # > 0: stop after this many evals without a better valid log loss
+    ema_decay: float = 0.0                 # > 0: EMA of the trainable weights, used for eval and the saved model
+    early_stopping_patience: int = 0       # > 0: stop after this many evals without a better valid log loss, keep the best
     eval_steps: int | None = None          # 0 = evaluate once per epoch
     save_steps: int | None = None          # 0 = checkpoint at each evaluation
     save_total_limit: int = 2
@@ -332,19 +332,39 @@ class ArenaTrainer(Trainer):
             return super().evaluate(*args, **kwargs)
         self.ema.swap(self.model)
         try:
-            return super().evaluate(*args, **kwargs)
+            out = super().evaluate(*args, **kwargs)
+            self.ema.note_eval(self.model, out.get(f"{kwargs.get('metric_key_prefix', 'eval')}_log_loss"))
+            return out
         finally:
             self.ema.swap(self.model)
 
 
 class EmaCallback(TrainerCallback):
-    """Exponential moving average of the trainable weights (LoRA + head, or all); saved with checkpoints."""
+    """Exponential moving average of the trainable weights (LoRA + head, or all); saved with checkpoints.
 
-    FILE = "ema.safetensors"
+    With ``keep_best`` (early stopping) it also keeps the averaged weights of the best evaluation, which
+    :meth:`use_best` makes the final ones, as ``load_best_model_at_end`` does without EMA.
+    """
 
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
+    FILE, BEST_FILE = "ema.safetensors", "ema_best.safetensors"
+
+    def __init__(self, model: nn.Module, decay: float, keep_best: bool = False):
+        self.decay, self.keep_best = decay, keep_best
         self.shadow = {n: p.detach().float().clone() for n, p in model.named_parameters() if p.requires_grad}
+        self.best: dict[str, torch.Tensor] | None = None
+        self.best_loss = float("inf")
+
+    def note_eval(self, model: nn.Module, loss: float | None) -> None:
+        """Called while the averaged weights are in the model: remember them if this evaluation is the best."""
+        if self.keep_best and loss is not None and loss < self.best_loss:
+            self.best_loss = float(loss)
+            self.best = {n: p.detach().float().clone() for n, p in _unwrap(model).named_parameters()
+                         if n in self.shadow}
+
+    def use_best(self) -> None:
+        """Make the best evaluation's averaged weights the shadow ones (no-op without a best)."""
+        if self.best is not None:
+            self.shadow = {n: t.clone() for n, t in self.best.items()}
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: nn.Module | None = None, **kwargs: Any) -> None:
         with torch.no_grad():
@@ -355,14 +375,22 @@ class EmaCallback(TrainerCallback):
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         from safetensors.torch import save_file
         if state.is_world_process_zero:
-            save_file(self.shadow, str(Path(args.output_dir) / f"checkpoint-{state.global_step}" / self.FILE))
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            save_file(self.shadow, str(ckpt / self.FILE))
+            if self.best is not None:
+                save_file(self.best, str(ckpt / self.BEST_FILE), metadata={"log_loss": repr(self.best_loss)})
 
     def load(self, checkpoint: str | Path) -> None:
         """Restore the shadow weights saved in a checkpoint (resume)."""
         from safetensors.torch import load_file
-        path = Path(checkpoint) / self.FILE
+        from safetensors import safe_open
+        path, best = Path(checkpoint) / self.FILE, Path(checkpoint) / self.BEST_FILE
         if path.exists():
             self.shadow.update(load_file(str(path)))
+        if self.keep_best and best.exists():
+            self.best = load_file(str(best))
+            with safe_open(str(best), framework="pt") as f:
+                self.best_loss = float(f.metadata()["log_loss"])
 
     def swap(self, model: nn.Module) -> None:
         """Exchange the model's trainable weights with the shadow ones (call twice to undo)."""
@@ -491,7 +519,7 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None,
     args = training_arguments(cfg, len(splits.train), world_size, ckpt_dir)
     # Validation rows sorted by length (less padding); predictions are put back in file order below.
     order = np.argsort([-len(r["input_ids"]) for r in splits.valid], kind="stable")
-    ema = EmaCallback(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    ema = EmaCallback(model, cfg.ema_decay, keep_best=cfg.early_stopping_patience > 0) if cfg.ema_decay > 0 else None
     cbs = list(callbacks or [])
     if ema:
         cbs.append(ema)
@@ -521,6 +549,7 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None,
         return {"interrupted": True, "global_step": int(stop.args[0]), "checkpoint": get_last_checkpoint(str(ckpt_dir))}
     earlier = read_json(ckpt_dir / "elapsed.json")["seconds"] if resume and (ckpt_dir / "elapsed.json").exists() else 0.0
     if ema:
+        ema.use_best()            # with early stopping: the average at the best evaluation
         ema.swap(trainer.model)   # final weights = the average
     pred = trainer.predict([splits.valid[i] for i in order])
     probs = np.empty((len(order), 3))

@@ -1,7 +1,10 @@
 """Every numbered notebook: contract parameters, kernelspec, and a headless papermill run on the sample."""
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,12 @@ def test_notebook_contract(nb):
     assert len(params) == n_lines, "every parameters line must parse (no '=' inside comments)"
     code = "".join("".join(c["source"]) for c in content["cells"] if c["cell_type"] == "code")
     assert "def " not in code and "pip install" not in code
+    # The parameters cell mirrors the config dataclass: every field is listed, so papermill users can see it.
+    (config_name,) = re.findall(r"from_params\(([\w.]+), globals\(\)\)", code)
+    module, _, cls = config_name.rpartition(".")
+    config_cls = getattr(importlib.import_module(f"kagglelib.{module or 'config'}"), cls)
+    missing = {f.name for f in dataclasses.fields(config_cls)} - set(params)
+    assert not missing, f"{config_name} fields missing from the parameters cell: {sorted(missing)}"
 
 
 # Small settings so the whole chain runs in a couple of minutes on 2 cores; run_all.sh uses the defaults.

@@ -105,6 +105,20 @@ def test_next_token_with_rdrop_ema_and_label_smoothing(tmp_path):
     assert task == "next_token" and model.config.arena_label_token_ids == models.label_token_ids(tok)
 
 
+@pytest.mark.parametrize("ema_decay", [0.0, 0.5], ids=["plain", "ema"])
+def test_early_stopping_keeps_the_best_evaluation(tmp_path, ema_decay):
+    """A too-high LR overfits after a few steps: training stops and the saved weights are the best eval's."""
+    cfg = gemma_cfg(tmp_path, "es", max_steps=10, eval_steps=1, save_steps=1, lr=5e-2, head_lr=5e-2,
+                    early_stopping_patience=3, ema_decay=ema_decay)
+    m = training.train(cfg)
+    curve = [h["valid_log_loss"] for h in m["history"]]
+    assert m["global_step"] < 10 and curve[-1] > min(curve) + 0.05, curve   # stopped, after getting worse
+    assert m["valid_log_loss"] == pytest.approx(min(curve), abs=1e-6)
+    preds = pd.read_csv(cfg.run_dir / "valid_preds.csv")
+    probs = preds[["winner_model_a", "winner_model_b", "winner_tie"]].to_numpy()
+    assert -np.log(probs[np.arange(len(probs)), preds["label"]]).mean() == pytest.approx(min(curve), abs=1e-6)
+
+
 def test_config_errors(tmp_path):
     with pytest.raises(ValueError, match="fold"):
         training.GemmaTrainConfig(output_dir=str(tmp_path), fold=7)
