@@ -124,6 +124,13 @@ def clip_z(z: np.ndarray, limit: float = 5.0) -> np.ndarray:
     return np.clip(z, -limit, limit)
 
 
+def three_class(probs: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """(n, 3) probabilities from a classifier that saw only some labels (e.g. WSDM data has no ties)."""
+    out = np.zeros((len(probs), 3))
+    out[:, np.asarray(classes, dtype=np.int64)] = probs
+    return out
+
+
 def cv_logreg(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_feats: pd.DataFrame,
               C: float = 0.05, columns: list[str] | None = None, name: str = "logreg") -> CVResult:
     """StandardScaler + LogisticRegression on signed-log features, swap-augmented, per fold."""
@@ -146,7 +153,7 @@ def cv_logreg(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_f
         # Multi-threaded BLAS on these small matrices only spins; measured 15x slower on shared cores.
         with threadpool_limits(1, user_api="blas"):
             model.fit(x.to_numpy(np.float64), y)
-        predict = lambda f: model.predict_proba(f.to_numpy(np.float64))  # noqa: E731
+        predict = lambda f: three_class(model.predict_proba(f.to_numpy(np.float64)), model.classes_)  # noqa: E731
         oof[~tr] = symmetric_predict(predict, feats[~tr])
         test += symmetric_predict(predict, test_feats) / len(np.unique(folds))
         coefs.append(np.abs(model[-1].coef_).mean(axis=0))
@@ -227,7 +234,9 @@ def run_baseline(cfg: BaselineConfig) -> dict[str, Any]:
     start = time.time()
     run_dir = cfg.run_dir
     save_config(cfg, run_dir, notebook="02_baseline")
-    train = subsample(load_arena(cfg.train_path), cfg.max_train_rows, cfg.seed)
+    loaded = load_arena(cfg.train_path)
+    layout = loaded.attrs["load_report"].layout   # "wsdm": A/B-only labels, submission id,winner
+    train = subsample(loaded, cfg.max_train_rows, cfg.seed)
     test = load_arena(cfg.test_path)
     if "label" not in train.columns:
         raise ValueError(f"{cfg.train_path}: no winner columns, cannot train")
@@ -258,6 +267,8 @@ def run_baseline(cfg: BaselineConfig) -> dict[str, Any]:
     m["oof_log_loss_raw"] = metrics.log_loss(labels, main.oof)
     m["oof_accuracy_raw"] = metrics.accuracy(labels, main.oof)
     m["oof_log_loss_temp_insample"] = metrics.log_loss(labels, apply_temperature(main.oof, temperature))
+    m["oof_ab_accuracy"] = metrics.ab_accuracy(labels, oof_cal)   # the WSDM Cup metric (non-tie rows)
+    m["submission_layout"] = layout
     m["temperature"] = temperature
     m["prior_log_loss"] = metrics.log_loss(labels, metrics.prior_probs(labels, len(labels)))
     for name, res in results.items():
@@ -272,7 +283,7 @@ def run_baseline(cfg: BaselineConfig) -> dict[str, Any]:
     test_df = prob_frame(test["id"], test_cal)
     write_csv(oof_df, run_dir / "oof.csv")
     write_csv(test_df, run_dir / "test_preds.csv")
-    sub_path = write_submission(test["id"], test_cal, run_dir / "submission.csv")
+    sub_path = write_submission(test["id"], test_cal, run_dir / "submission.csv", layout)
     validate_submission(sub_path, cfg.test_path)
     importance = main.importance if main.importance is not None else pd.Series(dtype=float)
     write_csv(importance.rename_axis("feature").reset_index(name="importance"), run_dir / "feature_importance.csv")

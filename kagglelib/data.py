@@ -2,7 +2,10 @@
 
 Normalised columns: ``id``, ``prompt``, ``response_a``, ``response_b`` (lists of str, one per
 turn), ``model_a``, ``model_b`` (str, "" when absent), optional ``language`` and, when winners
-are present, ``label`` (0 = A wins, 1 = B wins, 2 = tie). Row order and ids are kept as in the file.
+are present, ``label`` (0 = A wins, 1 = B wins, 2 = tie). Row order and ids are kept as in the file:
+integer-like ids become int64 only when that round-trips exactly (``007`` stays the string ``"007"``).
+``df.attrs["load_report"].layout`` is ``"wsdm"`` when the labels came from a WSDM ``winner`` column (the
+submission is then ``id,winner``), else ``"kaggle"``.
 
 Documented fallbacks (counted in ``df.attrs["load_report"]``, never a dropped row):
 - a text cell that is not a JSON list of strings (e.g. WSDM plain text) becomes one turn holding
@@ -42,6 +45,7 @@ class LoadReport:
     empty_responses: int = 0
     turn_mismatch: int = 0
     duplicate_ids: int = 0
+    layout: str = "kaggle"                 # "wsdm" when labels come from a ``winner`` column
     examples: dict[str, list[int]] = field(default_factory=dict)
 
     def add(self, kind: str, row: int, n: int = 1) -> None:
@@ -141,6 +145,14 @@ def _labels(df: pd.DataFrame, path: Path) -> np.ndarray | None:
     return None
 
 
+def _ids(ids: pd.Series) -> np.ndarray:
+    """int64 when every id is an integer whose text form round-trips, else the ids as text (missing: "")."""
+    text = ids.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip())
+    if len(text) and text.str.fullmatch(r"-?[1-9][0-9]{0,17}|0").all():
+        return text.astype(np.int64).to_numpy()
+    return text.to_numpy(dtype=object)
+
+
 def load_arena(path: str | Path) -> pd.DataFrame:
     """Read a Kaggle/HF/WSDM arena file into the normalised layout described in the module docstring."""
     path = Path(path)
@@ -150,12 +162,10 @@ def load_arena(path: str | Path) -> pd.DataFrame:
     missing = [c for c in ("id", *TEXT_COLUMNS) if c not in raw.columns]
     if missing:
         raise ValueError(f"{path}: missing required column(s) {missing}; found {list(raw.columns)}")
-    report = LoadReport(path=str(path), rows=len(raw))
-    out = pd.DataFrame({"id": raw["id"].to_numpy()})
-    try:
-        out["id"] = pd.to_numeric(raw["id"]).astype(np.int64) if raw["id"].notna().all() else raw["id"]
-    except (ValueError, TypeError):
-        out["id"] = raw["id"].astype(str)
+    raw = raw.reset_index(drop=True)   # a parquet file may carry any index; rows are matched by position
+    report = LoadReport(path=str(path), rows=len(raw), layout="wsdm" if "winner" in raw.columns and not all(
+        c in raw.columns for c in WINNER_COLUMNS) else "kaggle")
+    out = pd.DataFrame({"id": _ids(raw["id"])})
     for col in TEXT_COLUMNS:
         cells = raw[col].tolist()
         out[col] = pd.Series([parse_turns(c, report, i) for i, c in enumerate(cells)], dtype=object)

@@ -299,6 +299,7 @@ def run_inference(cfg: InferenceConfig) -> dict[str, Any]:
     # Weights and temperature fitted on these same rows flatter them; the cross-fitted figure does not.
     valid_crossfit = crossfit_blend(valid_probs, labels, cfg.ensemble, cfg.calibrate)
     train = load_arena(load_config(run_dirs[0])["train_path"])
+    layout = train.attrs["load_report"].layout   # "wsdm": the submission is id,winner
     train = train.assign(_key=train["id"].astype(str)).set_index("_key").loc[common].reset_index(drop=True)
     rules = fit_rules(train, valid_final, labels) if cfg.postprocess else None
     if rules is not None:
@@ -309,13 +310,13 @@ def run_inference(cfg: InferenceConfig) -> dict[str, Any]:
     final = apply_blend(test_probs, weights, temperature, fallback=prior)
     if rules is not None:
         final = apply_rules(test, final, rules)
-    sub_path = write_submission(test["id"], final, out_dir / "submission.csv")
+    sub_path = write_submission(test["id"], final, out_dir / "submission.csv", layout)
     validate_submission(sub_path, cfg.test_path)
     # The file to upload: <output_dir>/submission.csv, and /kaggle/working/submission.csv in a Kaggle kernel.
     copies = [Path(cfg.output_dir) / "submission.csv"] + ([KAGGLE_WORKING / "submission.csv"]
                                                          if detect_env() == "kaggle" else [])
     for copy in copies:
-        validate_submission(write_submission(test["id"], final, copy), cfg.test_path)
+        validate_submission(write_submission(test["id"], final, copy, layout), cfg.test_path)
 
     summary = {
         "runs": [d.name for d in run_dirs], "weights": dict(zip([d.name for d in run_dirs], weights.tolist())),

@@ -1,4 +1,8 @@
-"""Write and validate Kaggle submission files (``id,winner_model_a,winner_model_b,winner_tie``)."""
+"""Write and validate submission files.
+
+Kaggle LMSYS / LLM Classification Finetuning (log loss): ``id,winner_model_a,winner_model_b,winner_tie``.
+WSDM Cup (accuracy, A/B only): ``id,winner`` with ``model_a`` or ``model_b``, the side with the higher probability.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,10 +14,14 @@ from .data import load_arena
 from .io import write_csv
 
 SUBMISSION_COLUMNS = ["id", "winner_model_a", "winner_model_b", "winner_tie"]
+WSDM_COLUMNS = ["id", "winner"]
+LAYOUTS = ("kaggle", "wsdm")
 
 
-def write_submission(ids: np.ndarray | list, probs: np.ndarray, path: str | Path) -> Path:
-    """Write one row per id in the given order; rows are renormalised to sum to 1. Atomic."""
+def write_submission(ids: np.ndarray | list, probs: np.ndarray, path: str | Path, layout: str = "kaggle") -> Path:
+    """Write one row per id in the given order (``layout``: kaggle probabilities or WSDM winners). Atomic."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"write_submission: layout must be one of {LAYOUTS}, got {layout!r}")
     probs = np.asarray(probs, dtype=np.float64)
     ids = list(ids)
     if probs.shape != (len(ids), 3):
@@ -26,17 +34,21 @@ def write_submission(ids: np.ndarray | list, probs: np.ndarray, path: str | Path
         row = int(np.flatnonzero(totals[:, 0] <= 0)[0])
         raise ValueError(f"write_submission: row {row} (id {ids[row]}) probabilities sum to 0")
     probs = probs / totals
+    if layout == "wsdm":   # ties do not exist there: the likelier of A and B (A on an exact tie)
+        winner = np.where(probs[:, 0] >= probs[:, 1], "model_a", "model_b")
+        return write_csv(pd.DataFrame({"id": ids, "winner": winner}), path)
     df = pd.DataFrame({"id": ids, "winner_model_a": probs[:, 0], "winner_model_b": probs[:, 1],
                        "winner_tie": probs[:, 2]})
     return write_csv(df, path)
 
 
 def validate_submission(path: str | Path, test_path: str | Path, tol: float = 1e-6) -> pd.DataFrame:
-    """Check a submission against its test file; raise ValueError saying what is wrong, else return it."""
+    """Check a submission (either layout) against its test file; raise ValueError saying what is wrong."""
     path = Path(path)
-    sub = pd.read_csv(path)
-    if list(sub.columns) != SUBMISSION_COLUMNS:
-        raise ValueError(f"{path}: columns must be {SUBMISSION_COLUMNS}, got {list(sub.columns)}")
+    sub = pd.read_csv(path, dtype={"id": str})
+    if list(sub.columns) not in (SUBMISSION_COLUMNS, WSDM_COLUMNS):
+        raise ValueError(f"{path}: columns must be {SUBMISSION_COLUMNS} (Kaggle) or {WSDM_COLUMNS} (WSDM), "
+                         f"got {list(sub.columns)}")
     test_ids = load_arena(test_path)["id"].astype(str).tolist()
     if len(sub) != len(test_ids):
         raise ValueError(f"{path}: {len(sub)} rows but the test file {test_path} has {len(test_ids)}")
@@ -45,6 +57,13 @@ def validate_submission(path: str | Path, test_path: str | Path, tol: float = 1e
         if got != want:
             raise ValueError(f"{path}: row {row} has id {got}, the test file has {want} there "
                              "(one row per test id, in test order)")
+    if list(sub.columns) == WSDM_COLUMNS:
+        bad_winner = ~sub["winner"].isin(["model_a", "model_b"])
+        if bad_winner.any():
+            row = int(np.flatnonzero(bad_winner.to_numpy())[0])
+            raise ValueError(f"{path}: row {row} (id {sub_ids[row]}) column 'winner' must be model_a or model_b, "
+                             f"got {sub['winner'].iloc[row]!r}")
+        return sub
     probs = sub[SUBMISSION_COLUMNS[1:]].to_numpy(dtype=np.float64)
     bad = ~np.isfinite(probs).all(axis=1) | (probs < 0).any(axis=1) | (probs > 1).any(axis=1)
     if bad.any():

@@ -144,3 +144,25 @@ def test_length_only_beats_prior_on_sample(data) -> None:
     res = baseline.cv_logreg(f_train, labels, folds, f_test, 1.0, length_columns(f_train.columns))
     prior = metrics.log_loss(labels, metrics.prior_probs(labels, len(labels)))
     assert metrics.log_loss(labels, res.oof) < prior
+
+
+def test_wsdm_layout_end_to_end(tmp_path):
+    """WSDM Cup parquet (plain-text cells, string ids, A/B winners only): trains and writes id,winner."""
+    raw = pd.read_csv(sample_paths()[0])
+    raw = raw[raw["winner_tie"] == 0].iloc[:240].reset_index(drop=True)
+    first = lambda cell: str(json.loads(cell)[0] or "")  # noqa: E731
+    wsdm = pd.DataFrame({"id": "w" + raw["id"].astype(str), "language": "English",
+                         **{c: raw[c].map(first) for c in ("prompt", "response_a", "response_b")},
+                         "winner": np.where(raw["winner_model_a"] == 1, "model_a", "model_b")})
+    wsdm.iloc[:200].to_parquet(tmp_path / "train.parquet")
+    wsdm.iloc[200:].drop(columns="winner").to_parquet(tmp_path / "test.parquet")   # keeps index 200..239
+    cfg = small_cfg(tmp_path, train_path=str(tmp_path / "train.parquet"), test_path=str(tmp_path / "test.parquet"))
+    baseline.run_baseline(cfg)
+    m = read_json(cfg.run_dir / "metrics.json")
+    assert m["submission_layout"] == "wsdm" and m["n_train"] == 200 and m["oof_acc_tie"] is None
+    assert m["logreg_log_loss"] < np.log(3) and 0 <= m["oof_ab_accuracy"] <= 1
+    sub = validate_submission(cfg.run_dir / "submission.csv", cfg.test_path)
+    assert sub["id"].tolist() == wsdm["id"].iloc[200:].tolist() and set(sub["winner"]) <= {"model_a", "model_b"}
+    test_preds = pd.read_csv(cfg.run_dir / "test_preds.csv")
+    want = np.where(test_preds["winner_model_a"] >= test_preds["winner_model_b"], "model_a", "model_b")
+    assert (sub["winner"].to_numpy() == want).all()

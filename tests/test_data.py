@@ -144,6 +144,7 @@ def test_wsdm_parquet_layout(tmp_path):
     assert out["prompt"].tolist() == [["Bonjour ?"], ["Hi"]]
     assert out["response_b"].tolist() == [["Allô"], [""]]
     assert out["language"].tolist() == ["French", "English"]
+    assert out.attrs["load_report"].layout == "wsdm" and out["id"].tolist() == ["a1", "a2"]
     df.loc[1, "winner"] = "both"
     df.to_parquet(path)
     with pytest.raises(ValueError, match="'winner' row 1"):
@@ -172,3 +173,16 @@ def test_folds_group_by_prompt_and_are_deterministic(train_df):
     assert (pd.Series(folds).groupby(prompts.to_numpy()).nunique() == 1).all()
     shares = pd.crosstab(folds, train_df["label"], normalize="index").to_numpy()
     assert np.abs(shares - np.bincount(train_df["label"]) / len(train_df)).max() < 0.06
+
+
+def test_ids_survive_any_index_and_keep_their_text(tmp_path):
+    """A parquet saved from a filtered frame carries its old index; ids are matched by position, never by index."""
+    df = pd.DataFrame({"id": [7, 8, 9], "prompt": ['["q"]'] * 3, "response_a": ['["a"]'] * 3,
+                       "response_b": ['["b"]'] * 3, "winner_model_a": [1, 0, 0], "winner_model_b": [0, 1, 0],
+                       "winner_tie": [0, 0, 1]}, index=[700, 701, 702])
+    df.to_parquet(tmp_path / "t.parquet")
+    out = load_arena(tmp_path / "t.parquet")
+    assert out["id"].tolist() == [7, 8, 9] and out["id"].dtype == np.int64 and out["label"].tolist() == [0, 1, 2]
+    assert out.attrs["load_report"].layout == "kaggle" and out.attrs["load_report"].duplicate_ids == 0
+    df.assign(id=["007", "8", "9"]).to_csv(tmp_path / "t.csv", index=False)
+    assert load_arena(tmp_path / "t.csv")["id"].tolist() == ["007", "8", "9"]   # "007" is not the id 7

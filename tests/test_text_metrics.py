@@ -85,7 +85,7 @@ def test_write_and_validate_submission(tmp_path, test_df):
     path = write_submission(test_df["id"], probs, tmp_path / "submission.csv")
     sub = validate_submission(path, TEST)
     assert list(sub.columns) == ["id", "winner_model_a", "winner_model_b", "winner_tie"]
-    assert sub["id"].tolist() == test_df["id"].tolist()
+    assert sub["id"].tolist() == test_df["id"].astype(str).tolist()   # ids are compared as text
     assert np.allclose(sub.iloc[:, 1:].sum(axis=1), 1)
     assert not list(tmp_path.glob(".*tmp*"))  # atomic write leaves no temp file
 
@@ -103,6 +103,19 @@ def test_validate_submission_says_what_is_wrong(tmp_path, test_df, mutate, patte
     mutate(pd.read_csv(good)).to_csv(bad, index=False)
     with pytest.raises(ValueError, match=pattern):
         validate_submission(bad, TEST)
+
+
+def test_wsdm_submission(tmp_path, test_df):
+    probs = np.tile([[0.5, 0.3, 0.2], [0.2, 0.3, 0.5], [0.4, 0.4, 0.2]], (len(test_df) // 3 + 1, 1))[:len(test_df)]
+    path = write_submission(test_df["id"], probs, tmp_path / "submission.csv", layout="wsdm")
+    sub = validate_submission(path, TEST)
+    assert list(sub.columns) == ["id", "winner"] and sub["id"].tolist() == test_df["id"].astype(str).tolist()
+    assert sub["winner"].tolist()[:3] == ["model_a", "model_b", "model_a"]   # ties are not an answer; A on equal
+    sub.assign(winner=sub["winner"].where(sub.index != 4, "tie")).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ValueError, match=r"row 4 .*'winner' must be model_a or model_b"):
+        validate_submission(tmp_path / "bad.csv", TEST)
+    with pytest.raises(ValueError, match="layout"):
+        write_submission(test_df["id"], probs, tmp_path / "s.csv", layout="lmsys")
 
 
 def test_write_submission_rejects_bad_probs(tmp_path):
