@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
-from .calibration import apply_temperature, fit_temperature
-from .config import RunConfig
+from .calibration import crossfit_temperature, fit_temperature
+from .config import RunConfig, comma_list
 from .data import WINNER_COLUMNS
 from .io import read_json
+from .paths import heldout_file
 
 # Settings shown in the table, with the config keys they may come from (first found wins).
 SETTINGS = {
@@ -46,27 +47,24 @@ class AblationConfig(RunConfig):
     }
 
 
-def _names(text: str) -> set[str]:
-    return {t.strip() for t in text.split(",") if t.strip()}
-
-
 def list_runs(output_dir: str | Path, include: str = "", exclude: str = "") -> list[Path]:
     """Model runs (config.json, metrics.json, held-out predictions) under ``output_dir/runs``, filtered by name."""
     runs = sorted(p.parent for p in Path(output_dir).glob("runs/*/metrics.json")
                   if (p.parent / "config.json").exists() and heldout_predictions(p.parent) is not None)
-    keep, drop = _names(include), _names(exclude)
+    keep, drop = set(comma_list(include)), set(comma_list(exclude))
     return [r for r in runs if (not keep or r.name in keep) and r.name not in drop]
 
 
 def heldout_predictions(run_dir: Path) -> pd.DataFrame | None:
     """A run's labelled held-out predictions (oof.csv or valid_preds.csv), or None."""
-    for name in ("oof.csv", "valid_preds.csv"):
-        path = run_dir / name
-        if path.exists():
-            df = pd.read_csv(path)
-            if "label" in df.columns:
-                return df
-    return None
+    path = heldout_file(run_dir)
+    df = pd.read_csv(path) if path is not None else None
+    return df if df is not None and "label" in df.columns else None
+
+
+def labels_and_probs(preds: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, (n, 3) probabilities) of a held-out predictions table."""
+    return preds["label"].to_numpy(dtype=np.int64), preds[list(WINNER_COLUMNS)].to_numpy(dtype=np.float64)
 
 
 def bootstrap_log_loss(labels: np.ndarray, probs: np.ndarray, n: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -90,8 +88,7 @@ def run_row(run_dir: Path, n_bootstrap: int = 1000, seed: int = 0) -> dict[str, 
     preds = heldout_predictions(run_dir)
     if preds is None:
         return row
-    labels = preds["label"].to_numpy(dtype=np.int64)
-    probs = preds[list(WINNER_COLUMNS)].to_numpy(dtype=np.float64)
+    labels, probs = labels_and_probs(preds)
     row.update(n_heldout=len(labels), **metrics.summarise(labels, probs))
     row["ll_low"], row["ll_high"] = bootstrap_log_loss(labels, probs, n_bootstrap, seed)
     row["prior_log_loss"] = metrics.log_loss(labels, metrics.prior_probs(labels, len(labels)))
@@ -146,11 +143,7 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: in
 
 def calibration_report(labels: np.ndarray, probs: np.ndarray, n_folds: int = 5, seed: int = 0) -> dict[str, float]:
     """Log loss and ECE before/after temperature scaling; the 'after' figures are cross-fitted (honest)."""
-    folds = np.random.default_rng(seed).integers(0, n_folds, len(labels))
-    scaled = np.zeros_like(probs, dtype=np.float64)
-    for k in range(n_folds):
-        fit = folds != k
-        scaled[~fit] = apply_temperature(probs[~fit], fit_temperature(probs[fit], labels[fit]))
+    scaled = crossfit_temperature(probs, labels, np.random.default_rng(seed).integers(0, n_folds, len(labels)))
     return {"log_loss": metrics.log_loss(labels, probs), "ece": expected_calibration_error(labels, probs),
             "temperature": fit_temperature(probs, labels), "log_loss_scaled": metrics.log_loss(labels, scaled),
             "ece_scaled": expected_calibration_error(labels, scaled)}
@@ -165,11 +158,10 @@ def ablation_dir(output_dir: str | Path) -> Path:
 
 def save_table(table: pd.DataFrame, out_dir: Path) -> None:
     """``ablation_table.csv`` and ``ablation_table.md`` (written atomically)."""
-    from .io import atomic_path, write_csv
+    from .io import write_csv, write_text
 
     write_csv(table, out_dir / "ablation_table.csv")
-    with atomic_path(out_dir / "ablation_table.md") as tmp:
-        tmp.write_text(to_markdown(table), encoding="utf-8")
+    write_text(to_markdown(table), out_dir / "ablation_table.md")
 
 
 def calibration_table(run_dirs: list[Path], seed: int = 0) -> tuple[pd.DataFrame, dict[str, tuple[np.ndarray, np.ndarray]]]:
@@ -179,8 +171,7 @@ def calibration_table(run_dirs: list[Path], seed: int = 0) -> tuple[pd.DataFrame
         preds = heldout_predictions(run_dir)
         if preds is None:
             continue
-        labels = preds["label"].to_numpy(dtype=np.int64)
-        probs = preds[list(WINNER_COLUMNS)].to_numpy(dtype=np.float64)
+        labels, probs = labels_and_probs(preds)
         rows.append({"run": run_dir.name, "n": len(labels), **calibration_report(labels, probs, seed=seed)})
         curves[run_dir.name] = (labels, probs)
     return pd.DataFrame(rows), curves
@@ -243,15 +234,13 @@ def grid_params(base: dict[str, Any], factors: dict[str, list[Any]] | None = Non
 def tta_validation_run(run_dir: Path) -> Path:
     """A sibling run ``<name>_tta`` holding the run's validation predictions redone with swap TTA."""
     from .config import load_config
-    from .data import load_arena
+    from .data import load_arena, rows_by_id
     from .inference import load_predictor, tta_predict
     from .io import write_csv, write_json
 
     cfg = load_config(run_dir)
     preds = pd.read_csv(run_dir / "valid_preds.csv")
-    train = load_arena(cfg["train_path"])
-    by_id = train.assign(_key=train["id"].astype(str)).set_index("_key")
-    rows = by_id.loc[preds["id"].astype(str)].reset_index(drop=True)
+    rows = rows_by_id(load_arena(cfg["train_path"]), preds["id"])
     probs = tta_predict(load_predictor(run_dir), rows)
     out = run_dir.parent / f"{run_dir.name}_tta"
     out.mkdir(exist_ok=True)

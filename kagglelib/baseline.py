@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 
 from . import metrics, plots
-from .calibration import apply_temperature, fit_temperature
-from .config import RunConfig, save_config
-from .data import WINNER_COLUMNS, load_arena, make_folds, swap_probs
+from .calibration import apply_temperature, crossfit_temperature, fit_temperature
+from .config import RunConfig, from_params, save_config
+from .data import load_arena, make_folds, prob_frame, swap_probs
 from .features import FeatureConfig, PairFeaturizer, length_columns, pair_embeddings, swap_features
 from .io import save_figure, write_csv, write_json
 from .submission import validate_submission, write_submission
@@ -75,6 +75,11 @@ class BaselineConfig(RunConfig):
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
         if self.n_folds < 2:
             raise ValueError(f"n_folds must be >= 2, got {self.n_folds}")
+
+    @property
+    def embedding_cache(self) -> Path:
+        """Where MiniLM embeddings are cached: ``cache_dir``, else ``<output_dir>/cache/embeddings``."""
+        return Path(self.cache_dir) if self.cache_dir else Path(self.output_dir) / "cache" / "embeddings"
 
     def feature_config(self) -> FeatureConfig:
         """The feature settings of this run."""
@@ -192,22 +197,12 @@ def cv_lgbm(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_fea
     return CVResult("lgbm", oof, test, importance, best, time.time() - start)
 
 
-def crossfit_temperature(oof: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> np.ndarray:
-    """OOF probabilities calibrated per fold with the temperature fitted on the other folds."""
-    out = np.zeros_like(oof)
-    for k in np.unique(folds):
-        va = folds == k
-        out[va] = apply_temperature(oof[va], fit_temperature(oof[~va], labels[~va]))
-    return out
-
-
 def build_features(train: pd.DataFrame, test: pd.DataFrame, cfg: BaselineConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Feature tables of train and test; vocabularies fitted (without labels) on the train texts."""
     featurizer = PairFeaturizer(cfg.feature_config()).fit(train)
     emb_tr = emb_te = None
     if cfg.use_embeddings:
-        cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.output_dir) / "cache" / "embeddings"
-        emb_tr, emb_te = pair_embeddings(train, cache), pair_embeddings(test, cache)
+        emb_tr, emb_te = pair_embeddings(train, cfg.embedding_cache), pair_embeddings(test, cfg.embedding_cache)
     return featurizer.transform(train, emb_tr), featurizer.transform(test, emb_te)
 
 
@@ -217,16 +212,6 @@ def subsample(df: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
         return df
     keep = np.sort(np.random.default_rng(seed).choice(len(df), size=max_rows, replace=False))
     return df.iloc[keep].reset_index(drop=True)
-
-
-def prob_frame(ids: Any, probs: np.ndarray, **extra: Any) -> pd.DataFrame:
-    """``id`` + the three winner columns (+ extra columns)."""
-    out = pd.DataFrame({"id": np.asarray(ids)})
-    for k, v in extra.items():
-        out[k] = v
-    for j, col in enumerate(WINNER_COLUMNS):
-        out[col] = probs[:, j]
-    return out
 
 
 def run_baseline(cfg: BaselineConfig) -> dict[str, Any]:
@@ -329,17 +314,15 @@ def load_predictor(run_dir: str | Path) -> Callable[[pd.DataFrame], np.ndarray]:
     files = sorted(run_dir.glob("lgbm_fold*.txt"))
     if not files:
         raise ValueError(f"{run_dir}: no lgbm_fold*.txt models; only model='lgbm' runs can predict new rows")
-    names = {f.name for f in fields(BaselineConfig)}
-    cfg = BaselineConfig(**{k: v for k, v in saved.items() if k in names})
+    cfg = from_params(BaselineConfig, saved)
     train = subsample(load_arena(cfg.train_path), cfg.max_train_rows, cfg.seed)
     if ids_fingerprint(train["id"]) != m.get("train_ids_sha1"):
         raise ValueError(f"{run_dir}: the train rows in {cfg.train_path} are not the ones this run was trained on")
     featurizer = PairFeaturizer(cfg.feature_config()).fit(train)
     boosters = [lgb.Booster(model_file=str(f)) for f in files]
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.output_dir) / "cache" / "embeddings"
 
     def predict(df: pd.DataFrame) -> np.ndarray:
-        feats = featurizer.transform(df, pair_embeddings(df, cache) if cfg.use_embeddings else None)
+        feats = featurizer.transform(df, pair_embeddings(df, cfg.embedding_cache) if cfg.use_embeddings else None)
         probs = np.mean([symmetric_predict(b.predict, feats) for b in boosters], axis=0)
         return apply_temperature(probs, m["temperature"])
 

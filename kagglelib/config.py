@@ -63,6 +63,11 @@ def resolve_input(path: str, split: str) -> Path:
     return paths.sample_paths()[0 if split == "train" else 1]
 
 
+def comma_list(text: str) -> list[str]:
+    """The non-empty, stripped items of a comma-separated parameter ("a, b," -> ["a", "b"])."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
 def from_params(cls: type[T], namespace: dict[str, Any]) -> T:
     """Build ``cls`` from the names a notebook's parameters cell defined (papermill overrides included)."""
     names = {f.name for f in dataclasses.fields(cls)}

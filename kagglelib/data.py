@@ -117,8 +117,8 @@ def _read_table(path: Path) -> pd.DataFrame:
     return df
 
 
-def _labels(df: pd.DataFrame, path: Path) -> np.ndarray | None:
-    """Label per row from the one-hot winner columns or a WSDM ``winner`` column; None if absent."""
+def _labels(df: pd.DataFrame, path: Path, report: LoadReport) -> np.ndarray | None:
+    """Label per row from the one-hot winner columns or a WSDM ``winner`` column (sets ``report.layout``)."""
     if all(c in df.columns for c in WINNER_COLUMNS):
         onehot = np.zeros((len(df), 3), dtype=np.int64)
         for j, col in enumerate(WINNER_COLUMNS):
@@ -135,6 +135,7 @@ def _labels(df: pd.DataFrame, path: Path) -> np.ndarray | None:
                              f"{onehot[row].tolist()}")
         return onehot.argmax(axis=1)
     if "winner" in df.columns:
+        report.layout = "wsdm"
         mapping = {"model_a": 0, "model_b": 1, "tie": 2, "tie (bothbad)": 2}
         labels = df["winner"].map(lambda w: mapping.get(str(w).strip().lower(), -1)).to_numpy()
         if (labels < 0).any():
@@ -163,8 +164,7 @@ def load_arena(path: str | Path) -> pd.DataFrame:
     if missing:
         raise ValueError(f"{path}: missing required column(s) {missing}; found {list(raw.columns)}")
     raw = raw.reset_index(drop=True)   # a parquet file may carry any index; rows are matched by position
-    report = LoadReport(path=str(path), rows=len(raw), layout="wsdm" if "winner" in raw.columns and not all(
-        c in raw.columns for c in WINNER_COLUMNS) else "kaggle")
+    report = LoadReport(path=str(path), rows=len(raw))
     out = pd.DataFrame({"id": _ids(raw["id"])})
     for col in TEXT_COLUMNS:
         cells = raw[col].tolist()
@@ -173,7 +173,7 @@ def load_arena(path: str | Path) -> pd.DataFrame:
         out[col] = raw[col].fillna("").astype(str).to_numpy() if col in raw.columns else ""
     if "language" in raw.columns:
         out["language"] = raw["language"].fillna("").astype(str).to_numpy()
-    labels = _labels(raw, path)
+    labels = _labels(raw, path, report)
     if labels is not None:
         out["label"] = labels
     for i, (p, a, b) in enumerate(zip(out["prompt"], out["response_a"], out["response_b"])):
@@ -209,6 +209,22 @@ def swap_probs(probs: np.ndarray) -> np.ndarray:
     probs = np.asarray(probs)
     order = [1, 0, 2] if probs.shape[1] == 3 else [1, 0]
     return probs[:, order]
+
+
+def prob_frame(ids: object, probs: np.ndarray, **extra: object) -> pd.DataFrame:
+    """``id`` (+ extra columns, in the order given) + the three winner probability columns."""
+    out = pd.DataFrame({"id": np.asarray(ids)})
+    for k, v in extra.items():
+        out[k] = v
+    for j, col in enumerate(WINNER_COLUMNS):
+        out[col] = probs[:, j]
+    return out
+
+
+def rows_by_id(df: pd.DataFrame, ids: object) -> pd.DataFrame:
+    """The rows of ``df`` whose ids (compared as text) are ``ids``, in that order (KeyError if one is missing)."""
+    keyed = df.assign(_key=df["id"].astype(str)).set_index("_key")
+    return keyed.loc[pd.Index(ids).astype(str)].reset_index(drop=True)
 
 
 def prompt_groups(df: pd.DataFrame) -> np.ndarray:

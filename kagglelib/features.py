@@ -91,6 +91,11 @@ def join_turns(turns: pd.Series) -> pd.Series:
     return turns.str.join("\n").fillna("").astype(str)
 
 
+def joined_texts(df: pd.DataFrame) -> dict[str, pd.Series]:
+    """Joined prompt ("p") and response ("a", "b") texts of every row."""
+    return {"p": join_turns(df["prompt"]), "a": join_turns(df["response_a"]), "b": join_turns(df["response_b"])}
+
+
 def truncate(texts: pd.Series, max_chars: int) -> pd.Series:
     """Head+tail truncate the texts longer than ``max_chars``; others are returned as they are."""
     out = texts.copy()
@@ -183,13 +188,9 @@ class PairFeaturizer:
                                           dtype=np.float32)
         self.fitted = False
 
-    def _texts(self, df: pd.DataFrame) -> dict[str, pd.Series]:
-        """Joined prompt / response texts of a frame."""
-        return {"p": join_turns(df["prompt"]), "a": join_turns(df["response_a"]), "b": join_turns(df["response_b"])}
-
     def fit(self, df: pd.DataFrame) -> "PairFeaturizer":
         """Fit the vocabularies on the distinct prompts and responses of ``df`` (no labels used)."""
-        texts = self._texts(df)
+        texts = joined_texts(df)
         corpus = pd.Series(pd.unique(pd.concat([texts["p"], texts["a"], texts["b"]], ignore_index=True)))
         if len(corpus) > self.cfg.fit_max_texts:  # IDF statistics settle long before 170k texts
             keep = np.sort(np.random.default_rng(0).choice(len(corpus), self.cfg.fit_max_texts, replace=False))
@@ -215,7 +216,7 @@ class PairFeaturizer:
         if not self.fitted:
             raise RuntimeError("PairFeaturizer.transform called before fit")
         cfg = self.cfg
-        texts = self._texts(df)
+        texts = joined_texts(df)
         n = len(df)
         stacked = text_stats(pd.concat([texts["p"], texts["a"], texts["b"]], ignore_index=True), cfg.max_chars)
         stats = {k: stacked.iloc[i * n:(i + 1) * n].reset_index(drop=True) for i, k in enumerate(("p", "a", "b"))}
@@ -309,7 +310,7 @@ def embed_texts(texts: Sequence[str], cache_dir: str | Path | None = None, batch
 def pair_embeddings(df: pd.DataFrame, cache_dir: str | Path | None = None, **kwargs: object) -> dict[str, np.ndarray]:
     """Embeddings of the joined prompt, response A and response B of every row (one cached call)."""
     n = len(df)
-    allt = pd.concat([join_turns(df["prompt"]), join_turns(df["response_a"]), join_turns(df["response_b"])],
-                     ignore_index=True).tolist()
+    texts = joined_texts(df)
+    allt = pd.concat([texts["p"], texts["a"], texts["b"]], ignore_index=True).tolist()
     emb = embed_texts(allt, cache_dir=cache_dir, **kwargs)  # type: ignore[arg-type]
     return {"p": emb[:n], "a": emb[n:2 * n], "b": emb[2 * n:]}

@@ -26,11 +26,9 @@ from typing import Any, Callable, ClassVar, Sequence
 import numpy as np
 import pandas as pd
 
-from .config import RunConfig, load_config
+from .config import RunConfig, comma_list, load_config
 from .data import WINNER_COLUMNS, swap_ab, swap_probs
 from .io import atomic_path, read_json
-
-PROB_COLUMNS = list(WINNER_COLUMNS)
 
 log = logging.getLogger(__name__)
 Predictor = Callable[[pd.DataFrame], np.ndarray]
@@ -180,7 +178,7 @@ def baseline_predictor(run_dir: str | Path) -> Predictor:
 def visible_devices(devices: str = "auto") -> list[str]:
     """'auto' -> every visible CUDA device (else ['cpu']); or a comma list such as 'cuda:0,cuda:1'."""
     if devices != "auto":
-        return [d.strip() for d in devices.split(",") if d.strip()]
+        return comma_list(devices)
     import torch
 
     n = torch.cuda.device_count()
@@ -239,7 +237,7 @@ class InferenceConfig(RunConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if isinstance(self.runs, str):
-            self.runs = [r.strip() for r in self.runs.split(",") if r.strip()]
+            self.runs = comma_list(self.runs)
         if not self.runs:
             raise ValueError("runs is empty: name at least one run folder to predict with")
         if self.ensemble not in ("fit", "equal"):
@@ -249,18 +247,19 @@ class InferenceConfig(RunConfig):
 def validation_predictions(run_dir: Path) -> pd.DataFrame:
     """A run's held-out predictions (oof.csv or valid_preds.csv), indexed by id as str."""
     from .ensemble import read_predictions
+    from .paths import heldout_file
 
-    for name in ("oof.csv", "valid_preds.csv"):
-        if (run_dir / name).exists():
-            return read_predictions(str(run_dir / name))
-    raise FileNotFoundError(f"{run_dir}: no oof.csv or valid_preds.csv to fit the ensemble on")
+    path = heldout_file(run_dir)
+    if path is None:
+        raise FileNotFoundError(f"{run_dir}: no oof.csv or valid_preds.csv to fit the ensemble on")
+    return read_predictions(str(path))
 
 
 def run_inference(cfg: InferenceConfig) -> dict[str, Any]:
     """Predict the test file with every run (TTA, chunks, devices), blend, calibrate, write submission.csv."""
     from . import metrics
     from .config import save_config
-    from .data import load_arena
+    from .data import load_arena, prob_frame, rows_by_id
     from .ensemble import apply_blend, apply_rules, crossfit_blend, fit_blend, fit_rules
     from .io import write_csv, write_json
     from .paths import KAGGLE_WORKING, detect_env, find_run
@@ -282,8 +281,7 @@ def run_inference(cfg: InferenceConfig) -> dict[str, Any]:
         probs, status = predict_chunked(predictors, test, cache, cfg.chunk_rows, cfg.tta, left)
         test_probs.append(probs)
         statuses.append({"run": run_dir.name, "kind": run_kind(run_dir), **status})
-        write_csv(pd.DataFrame({"id": test["id"], **dict(zip(PROB_COLUMNS, probs.T))}),
-                  out_dir / f"test_preds_{run_dir.name}.csv")
+        write_csv(prob_frame(test["id"], probs), out_dir / f"test_preds_{run_dir.name}.csv")
 
     # Ensemble weights, temperature and rules are fitted on the rows every run held out.
     valid = [validation_predictions(d) for d in run_dirs]
@@ -293,14 +291,14 @@ def run_inference(cfg: InferenceConfig) -> dict[str, Any]:
     if len(common) == 0:
         raise ValueError(f"runs {cfg.runs} share no validation ids; train them on the same train file")
     labels = valid[0].loc[common, "label"].to_numpy(dtype=np.int64)
-    valid_probs = [v.loc[common, PROB_COLUMNS].to_numpy(dtype=np.float64) for v in valid]
+    valid_probs = [v.loc[common, list(WINNER_COLUMNS)].to_numpy(dtype=np.float64) for v in valid]
     weights, temperature = fit_blend(valid_probs, labels, cfg.ensemble, cfg.calibrate)
     valid_final = apply_blend(valid_probs, weights, temperature)
     # Weights and temperature fitted on these same rows flatter them; the cross-fitted figure does not.
     valid_crossfit = crossfit_blend(valid_probs, labels, cfg.ensemble, cfg.calibrate)
     train = load_arena(load_config(run_dirs[0])["train_path"])
     layout = train.attrs["load_report"].layout   # "wsdm": the submission is id,winner
-    train = train.assign(_key=train["id"].astype(str)).set_index("_key").loc[common].reset_index(drop=True)
+    train = rows_by_id(train, common)
     rules = fit_rules(train, valid_final, labels) if cfg.postprocess else None
     if rules is not None:
         valid_final = apply_rules(train, valid_final, rules)

@@ -1,4 +1,4 @@
-"""Atomic writers for every artifact a run leaves behind (JSON, CSV, PNG)."""
+"""Atomic writers for every artifact a run leaves behind (text, JSON, CSV, PNG)."""
 from __future__ import annotations
 
 import json
@@ -10,6 +10,10 @@ from typing import Any, Iterator
 
 import pandas as pd
 
+# The process umask, read once (os.umask can only be read by setting it, which would race other threads).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -20,13 +24,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    """Write UTF-8 text, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def write_json(obj: Any, path: str | Path) -> Path:
@@ -44,9 +53,7 @@ def write_json(obj: Any, path: str | Path) -> Path:
             return str(x)
         return x
 
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(clean(obj), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return Path(path)
+    return write_text(json.dumps(clean(obj), indent=2, ensure_ascii=False) + "\n", path)
 
 
 def read_json(path: str | Path) -> Any:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from . import paths
+from .config import comma_list
 from .text import LABEL_TOKENS, TextConfig
 
 log = logging.getLogger(__name__)
@@ -86,18 +87,22 @@ class ModelSpec:
         return self.backbone in SMOKE_BACKBONES
 
 
+def _set_fields(source: Any, cls: type) -> dict[str, Any]:
+    """The fields of dataclass ``cls`` that ``source`` (an object or a dict) sets to something other than None."""
+    get = source.get if isinstance(source, dict) else (lambda k: getattr(source, k, None))
+    return {f.name: get(f.name) for f in dataclasses.fields(cls) if get(f.name) is not None}
+
+
 def spec_from(source: Any, **overrides: Any) -> ModelSpec:
     """A ModelSpec from any object or dict carrying (a superset of) its fields."""
-    get = source.get if isinstance(source, dict) else (lambda k, d=None: getattr(source, k, d))
-    values = {f.name: get(f.name) for f in dataclasses.fields(ModelSpec) if get(f.name) is not None}
+    values = _set_fields(source, ModelSpec)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return ModelSpec(**values)
 
 
 def text_config_from(source: Any) -> TextConfig:
     """A TextConfig from any object or dict carrying its fields (missing ones keep their defaults)."""
-    get = source.get if isinstance(source, dict) else (lambda k, d=None: getattr(source, k, d))
-    return TextConfig(**{f.name: get(f.name) for f in dataclasses.fields(TextConfig) if get(f.name) is not None})
+    return TextConfig(**_set_fields(source, TextConfig))
 
 
 # ---------------------------------------------------------------- devices and dtypes
@@ -320,7 +325,7 @@ def lora_targets(spec: ModelSpec, model_type: str) -> list[str]:
     if not targets:
         raise ValueError(f"no default LoRA targets for model_type {model_type!r}; set lora_targets "
                          "(comma-separated nn.Linear names)")
-    return [t.strip() for t in targets.split(",") if t.strip()]
+    return comma_list(targets)
 
 
 def _bnb_config(spec: ModelSpec, compute_dtype: torch.dtype) -> Any:

@@ -21,7 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .io import write_json
+from .config import comma_list
+from .io import write_json, write_text
 from .paths import REPO_ROOT, default_output_dir, find_run
 
 COMPETITION = "llm-classification-finetuning"
@@ -80,7 +81,7 @@ def package(runs: list[str], user: str, out: Path, output_dir: Path, wheels: lis
     write_json({"title": dataset_slug, "id": f"{user}/{dataset_slug}", "licenses": [{"name": "Apache 2.0"}]},
                dataset / "dataset-metadata.json")
     nb = kernel_notebook(runs, dataset_slug, bool(files))
-    (kernel / "05_tta_inference.ipynb").write_text(json.dumps(nb, indent=1, ensure_ascii=False))
+    write_text(json.dumps(nb, indent=1, ensure_ascii=False), kernel / "05_tta_inference.ipynb")
     write_json({"id": f"{user}/{kernel_slug}", "title": kernel_slug, "code_file": "05_tta_inference.ipynb",
                 "language": "python", "kernel_type": "notebook", "is_private": True, "enable_gpu": True,
                 "enable_internet": False, "dataset_sources": [f"{user}/{dataset_slug}"],
@@ -93,7 +94,7 @@ def package(runs: list[str], user: str, out: Path, output_dir: Path, wheels: lis
         "# then 'Submit' from the kernel page (code competition), or for a file you produced yourself:",
         f"kaggle competitions submit -c {competition} -f {output_dir}/submission.csv -m 'swap-TTA ensemble'",
     ]
-    (out / "COMMANDS.txt").write_text("\n".join(commands) + "\n")
+    write_text("\n".join(commands) + "\n", out / "COMMANDS.txt")
     return out
 
 
@@ -108,10 +109,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model-sources", default="", help="comma list of Kaggle model handles for LoRA bases")
     ap.add_argument("--competition", default=COMPETITION)
     args = ap.parse_args(argv)
-    split = (lambda s: [x.strip() for x in s.split(",") if x.strip()])
     out = Path(args.out) if args.out else Path(args.output_dir) / "kaggle"
-    package(split(args.runs), args.user, out, Path(args.output_dir), split(args.wheels),
-            model_sources=split(args.model_sources), competition=args.competition)
+    package(comma_list(args.runs), args.user, out, Path(args.output_dir), comma_list(args.wheels),
+            model_sources=comma_list(args.model_sources), competition=args.competition)
     print((out / "COMMANDS.txt").read_text())
 
 

@@ -76,6 +76,14 @@ def run_dir(output_dir: str | Path, run_name: str) -> Path:
     return path
 
 
+HELDOUT_FILES = ("oof.csv", "valid_preds.csv")   # a run's held-out predictions: 02's OOF, 03/04's validation fold
+
+
+def heldout_file(run_dir: str | Path) -> Path | None:
+    """The run's held-out predictions file (``oof.csv`` or ``valid_preds.csv``), or None."""
+    return next((Path(run_dir) / n for n in HELDOUT_FILES if (Path(run_dir) / n).exists()), None)
+
+
 def find_run(name_or_path: str | Path, output_dir: str | Path | None = None) -> Path:
     """Locate a run folder (with config.json) by path, by name under output_dir/runs, or under /kaggle/input."""
     candidates = [Path(name_or_path)]

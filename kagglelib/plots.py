@@ -175,3 +175,19 @@ def reliability_per_class(labels: np.ndarray, curves: dict[str, np.ndarray], n_b
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def loss_curve(train_hist: list[dict], eval_hist: list[dict], prior: float, title: str) -> plt.Figure:
+    """Train loss and validation log loss against optimizer steps, with the class-prior baseline."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train_hist:
+        ax.plot([r["step"] for r in train_hist], [r["loss"] for r in train_hist], label="train loss", alpha=0.8)
+    if eval_hist:
+        ax.plot([r["step"] for r in eval_hist], [r["valid_log_loss"] for r in eval_hist], "o-", label="valid log loss")
+    ax.axhline(prior, color="grey", linestyle="--", label=f"class prior {prior:.4f}")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("log loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -22,8 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .data import swap_ab, swap_probs
-
-Predictor = Callable[[pd.DataFrame], np.ndarray]
+from .inference import Predictor
 
 FILLER = (" I hope this helps.", " Let me know if you have any other questions.", " Feel free to ask more.",
           " Thank you for reading.")

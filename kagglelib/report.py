@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from .ablation import INT_COLUMNS, bias_frame, integer_columns, to_markdown
-from .io import atomic_path
+from .io import write_text
 from .paths import REPO_ROOT, default_output_dir
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -63,8 +63,7 @@ def update_readme(readme: Path, section: str) -> None:
         raise ValueError(f"{readme}: markers {START} / {END} not found")
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
-    with atomic_path(readme) as tmp:
-        tmp.write_text(f"{head}{START}\n{section}\n{END}{tail}", encoding="utf-8")
+    write_text(f"{head}{START}\n{section}\n{END}{tail}", readme)
 
 
 def main(argv: list[str] | None = None) -> None:

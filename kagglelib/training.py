@@ -22,7 +22,6 @@ import logging
 import os
 import resource
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +37,11 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 from transformers.trainer_utils import get_last_checkpoint
 
 from . import data, metrics, models
-from .config import RunConfig, save_config
+from .calibration import softmax
+from .config import RunConfig, from_params, save_config
 from .io import read_json, save_figure, write_csv, write_json
 from .predict import forward_logits, pad_batch, padding_side
-from .text import INSTRUCTION, TextConfig, encode_pairs
+from .text import INSTRUCTION, encode_pairs
 
 log = logging.getLogger(__name__)
 SWAP_MODES = ("none", "concat", "pair")
@@ -117,7 +117,7 @@ class TrainConfig(RunConfig):
         if not 0 <= self.fold < self.n_folds:
             raise ValueError(f"fold must be in [0, {self.n_folds}), got {self.fold}")
         models.spec_from(self)   # validates the model fields early
-        text_config(self)
+        models.text_config_from(self)   # validates the text fields early
 
     @property
     def smoke(self) -> bool:
@@ -181,11 +181,6 @@ class EncoderTrainConfig(TrainConfig):
 CONFIG_CLASSES = {c.__name__: c for c in (TrainConfig, GemmaTrainConfig, EncoderTrainConfig)}
 
 
-def text_config(cfg: Any) -> TextConfig:
-    """The run's TextConfig (fields picked by name)."""
-    return models.text_config_from(cfg)
-
-
 # ---------------------------------------------------------------- data
 
 @dataclass
@@ -218,7 +213,7 @@ def load_splits(cfg: TrainConfig, tokenizer: Any) -> Splits:
     if cfg.max_valid_rows and len(valid_idx) > cfg.max_valid_rows:
         valid_idx = np.sort(rng.choice(valid_idx, cfg.max_valid_rows, replace=False))
     suffix = INSTRUCTION if cfg.task == "next_token" else ""
-    tcfg = text_config(cfg)
+    tcfg = models.text_config_from(cfg)
     train_df, valid_df = df.iloc[train_idx].reset_index(drop=True), df.iloc[valid_idx].reset_index(drop=True)
     valid_df["fold"] = folds[valid_idx]
     ids = encode_pairs(tokenizer, train_df, tcfg, suffix)
@@ -258,18 +253,15 @@ class Collator:
 
 # ---------------------------------------------------------------- trainer
 
-def softmax_np(logits: np.ndarray) -> np.ndarray:
-    """Row softmax in float64."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+def probs_from_predictions(predictions: Any) -> np.ndarray:
+    """float64 class probabilities from the Trainer's gathered logits (the first output when it is a tuple)."""
+    logits = predictions[0] if isinstance(predictions, tuple) else predictions
+    return softmax(np.asarray(logits, dtype=np.float64))
 
 
 def compute_metrics(eval_pred: Any) -> dict[str, float]:
     """Validation log loss and accuracy from the Trainer's gathered logits."""
-    logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
-    probs = softmax_np(logits)
+    probs = probs_from_predictions(eval_pred.predictions)
     labels = np.asarray(eval_pred.label_ids)
     return {"log_loss": metrics.log_loss(labels, probs), "accuracy": metrics.accuracy(labels, probs)}
 
@@ -468,26 +460,6 @@ def history_from_logs(log_history: list[dict[str, Any]]) -> tuple[list[dict[str,
     return train, evals
 
 
-def plot_losses(train_hist: list[dict], eval_hist: list[dict], prior: float, title: str) -> Any:
-    """Train loss and validation log loss against optimizer steps, with the class-prior baseline."""
-    import matplotlib
-    import matplotlib.pyplot as plt
-    if "ipykernel" not in sys.modules:
-        matplotlib.use("Agg")
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if train_hist:
-        ax.plot([r["step"] for r in train_hist], [r["loss"] for r in train_hist], label="train loss", alpha=0.8)
-    if eval_hist:
-        ax.plot([r["step"] for r in eval_hist], [r["valid_log_loss"] for r in eval_hist], "o-", label="valid log loss")
-    ax.axhline(prior, color="grey", linestyle="--", label=f"class prior {prior:.4f}")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("log loss")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    return fig
-
-
 def resume_checkpoint(cfg: TrainConfig, ckpt_dir: Path) -> str | None:
     """Checkpoint to resume from: ``resume`` path, the run's latest (auto), or None."""
     if cfg.resume in ("", "none", None):
@@ -553,7 +525,7 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None,
         ema.swap(trainer.model)   # final weights = the average
     pred = trainer.predict([splits.valid[i] for i in order])
     probs = np.empty((len(order), 3))
-    probs[order] = softmax_np(pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions)
+    probs[order] = probs_from_predictions(pred.predictions)
     labels = splits.valid_df["label"].to_numpy()
     prior = metrics.prior_probs(splits.train_labels, len(labels))
     train_hist, eval_hist = history_from_logs(trainer.state.log_history)
@@ -571,16 +543,16 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None,
     }
     out["beats_prior"] = bool(out["valid_log_loss"] < out["prior_log_loss"])
     if main:
-        ids = splits.valid_df["id"].to_numpy()
-        preds = pd.DataFrame({"id": ids, "label": labels, "fold": splits.valid_df["fold"].to_numpy(),
-                              "winner_model_a": probs[:, 0], "winner_model_b": probs[:, 1], "winner_tie": probs[:, 2]})
+        preds = data.prob_frame(splits.valid_df["id"], probs, label=labels, fold=splits.valid_df["fold"].to_numpy())
         write_csv(preds, run_dir / "valid_preds.csv")
         models.save_for_inference(trainer.model, tokenizer, run_dir / "model", pissa_init)
         title = f"{cfg.run_name}: {cfg.backbone} ({cfg.task})" + ("  [SMOKE: random tiny model, not a result]"
                                                                   if cfg.smoke else "")
-        fig = plot_losses(train_hist, eval_hist, out["prior_log_loss"], title)
-        save_figure(fig, run_dir / "loss_curve.png")
         import matplotlib.pyplot as plt
+
+        from .plots import loss_curve
+        fig = loss_curve(train_hist, eval_hist, out["prior_log_loss"], title)
+        save_figure(fig, run_dir / "loss_curve.png")
         plt.close(fig)
         write_json(out, run_dir / "metrics.json")
         if not cfg.keep_checkpoints:
@@ -597,7 +569,7 @@ def config_from_json(path: str | Path) -> TrainConfig:
     unknown = sorted(set(raw) - names - {"env", "host", "python", "created", "smoke", "world_size"})
     if unknown:
         raise ValueError(f"{path}: unknown config field(s) {unknown}")
-    return cls(**{k: v for k, v in raw.items() if k in names})
+    return from_params(cls, raw)
 
 
 def main(argv: list[str] | None = None) -> int:
