@@ -192,6 +192,19 @@ def load_arena(path: str | Path) -> pd.DataFrame:
     return out
 
 
+def content_fingerprint(df: pd.DataFrame) -> str:
+    """sha256 of the rows' ids, texts and labels, in order: equal only for the same content, not just the same ids."""
+    import hashlib
+
+    cols = [c for c in ("id", *TEXT_COLUMNS, "label") if c in df.columns]
+    h = hashlib.sha256(json.dumps(cols).encode())
+    for row in df[cols].itertuples(index=False):
+        h.update(json.dumps([v if isinstance(v, (list, str)) else str(v) for v in row], ensure_ascii=False,
+                            default=str).encode("utf-8", "surrogatepass"))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
 def swap_ab(df: pd.DataFrame) -> pd.DataFrame:
     """Return a copy with response A and B (texts, models, labels, any ``*_a``/``*_b`` column) swapped."""
     out = df.copy()
