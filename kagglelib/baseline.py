@@ -19,7 +19,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import pandas as pd
 
-from . import metrics, plots
+from . import metrics, plots, runs
 from .calibration import apply_temperature, crossfit_temperature, fit_temperature
 from .config import RunConfig, from_params, save_config
 from .data import load_arena, make_folds, prob_frame, swap_probs
@@ -215,9 +215,17 @@ def subsample(df: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
 
 
 def run_baseline(cfg: BaselineConfig) -> dict[str, Any]:
-    """Features -> CV (length-only LR, LogReg, LightGBM) -> temperature -> artifacts in ``cfg.run_dir``."""
+    """Features -> CV (length-only LR, LogReg, LightGBM) -> temperature -> artifacts in ``cfg.run_dir``.
+
+    The run is written in a staging folder and committed atomically with its manifest (:mod:`kagglelib.runs`).
+    """
+    with runs.staged_run(cfg.output_dir, cfg.run_name) as stage:
+        out = _run_baseline(cfg, stage.path)
+    return {**out, "run_dir": stage.final}
+
+
+def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
     start = time.time()
-    run_dir = cfg.run_dir
     save_config(cfg, run_dir, notebook="02_baseline")
     loaded = load_arena(cfg.train_path)
     layout = loaded.attrs["load_report"].layout   # "wsdm": A/B-only labels, submission id,winner
@@ -254,6 +262,7 @@ def run_baseline(cfg: BaselineConfig) -> dict[str, Any]:
     m["oof_log_loss_temp_insample"] = metrics.log_loss(labels, apply_temperature(main.oof, temperature))
     m["oof_ab_accuracy"] = metrics.ab_accuracy(labels, oof_cal)   # the WSDM Cup metric (non-tie rows)
     m["submission_layout"] = layout
+    m["data_warnings"] = loaded.attrs["load_report"].warnings   # e.g. no ties at all in the train file
     m["temperature"] = temperature
     m["prior_log_loss"] = metrics.log_loss(labels, metrics.prior_probs(labels, len(labels)))
     for name, res in results.items():

@@ -85,13 +85,18 @@ def heldout_file(run_dir: str | Path) -> Path | None:
 
 
 def find_run(name_or_path: str | Path, output_dir: str | Path | None = None) -> Path:
-    """Locate a run folder (with config.json) by path, by name under output_dir/runs, or under /kaggle/input."""
+    """Locate a run folder (with config.json) by path, by name under output_dir/runs, or under /kaggle/input.
+
+    The run must match its manifest (:func:`kagglelib.runs.verify_run`), else ``RunError`` names the file.
+    """
     candidates = [Path(name_or_path)]
     if output_dir is not None:
         candidates.append(Path(output_dir) / "runs" / str(name_or_path))
     candidates += list(KAGGLE_INPUT.glob(f"*/runs/{name_or_path}")) + list(KAGGLE_INPUT.glob(f"*/{name_or_path}"))
     for c in candidates:
         if (c / "config.json").exists():
+            from .runs import verify_run
+            verify_run(c)   # refuses an unfinished run, one from mixed generations, or one without a manifest
             return c
     raise FileNotFoundError(f"run {name_or_path!r} not found (a folder with config.json); tried "
                             f"{[str(c) for c in candidates]}")
