@@ -36,7 +36,7 @@ from torch.utils.data import SequentialSampler
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from . import data, metrics, models
+from . import data, metrics, models, runs
 from .calibration import softmax
 from .config import RunConfig, from_params, save_config
 from .io import read_json, save_figure, write_csv, write_json
@@ -200,6 +200,13 @@ def _arena_with_folds(path: str, mtime_ns: int, n_folds: int, seed: int) -> tupl
     if "label" not in df.columns:
         raise ValueError(f"{path}: training needs winner columns (winner_model_a/b/tie or winner)")
     return df, data.make_folds(df, n_folds, seed)
+
+
+def data_warnings(cfg: TrainConfig) -> list[str]:
+    """The train file's load-report warnings (e.g. no ties at all), for the run's metrics."""
+    path = Path(cfg.train_path)
+    return _arena_with_folds(str(path), path.stat().st_mtime_ns, cfg.n_folds, cfg.fold_seed)[0].attrs[
+        "load_report"].warnings
 
 
 def load_splits(cfg: TrainConfig, tokenizer: Any) -> Splits:
@@ -477,11 +484,31 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None,
 
     ``interrupt_at_step`` simulates a disconnect after that step's checkpoint and returns
     ``{"interrupted": True, ...}`` without final outputs; calling ``train`` again resumes (resume="auto").
+    The run is staged and committed atomically (:mod:`kagglelib.runs`); checkpoints live in
+    ``runs/.<run_name>.work/`` and are resumed only by a run with the same configuration and train file.
     """
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    with runs.staged_run(cfg.output_dir, cfg.run_name, main_process) as stage:
+        out = _train(cfg, stage.path, callbacks, interrupt_at_step)
+        stage.commit = main_process and not out.get("interrupted")
+    return out
+
+
+def resume_state(cfg: TrainConfig) -> dict[str, Any]:
+    """What checkpoints belong to: every setting that shapes training, and the train file's content hash."""
+    skip = ("resume", "keep_checkpoints", "progress", "logging_steps")
+    state = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
+    return {**state, "train_sha256": runs.file_sha256(cfg.train_path)}
+
+
+def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | None,
+           interrupt_at_step: int | None) -> dict[str, Any]:
     t0 = time.time()
     spec = models.spec_from(cfg)
-    run_dir = cfg.run_dir
-    ckpt_dir = run_dir / "checkpoints"
+    work = runs.work_dir(cfg.output_dir, cfg.run_name)
+    ckpt_dir = work / "checkpoints"
+    state = resume_state(cfg)
+    stale = cfg.resume == "auto" and ckpt_dir.is_dir() and not runs.same_state(work, state)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     model, tokenizer = models.build_model(spec)
     label_ids = models.label_token_ids(tokenizer) if cfg.task == "next_token" else None
@@ -510,7 +537,14 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None,
         save_config(cfg, run_dir, smoke=cfg.smoke, world_size=world_size)
         if pissa_init is not None:
             models.save_pissa_init(model, pissa_init)
-    resume = resume_checkpoint(cfg, ckpt_dir)
+    if main:
+        if stale:   # resuming another configuration's checkpoints would mix two generations in one model
+            log.warning("%s holds checkpoints of another configuration or train file; starting fresh", ckpt_dir)
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        work.mkdir(parents=True, exist_ok=True)
+        runs.write_state(work, state)
+    trainer.accelerator.wait_for_everyone()
+    resume = None if stale else resume_checkpoint(cfg, ckpt_dir)
     if ema and resume:
         ema.load(resume)
     try:
@@ -539,7 +573,7 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None,
         "train_loss": float(result.training_loss), "best_valid_log_loss": trainer.state.best_metric,
         "history": eval_hist, "train_history": train_hist, "trainable_params": trainable, "total_params": total,
         "world_size": world_size, "resumed_from": resume, "smoke": cfg.smoke, "backbone": cfg.backbone,
-        "task": cfg.task, "seconds": round(earlier + time.time() - t0, 2), "peak_memory_mb": round(_peak_memory_mb(), 1),
+        "task": cfg.task, "data_warnings": data_warnings(cfg), "seconds": round(earlier + time.time() - t0, 2), "peak_memory_mb": round(_peak_memory_mb(), 1),
     }
     out["beats_prior"] = bool(out["valid_log_loss"] < out["prior_log_loss"])
     if main:
@@ -555,8 +589,9 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None,
         save_figure(fig, run_dir / "loss_curve.png")
         plt.close(fig)
         write_json(out, run_dir / "metrics.json")
-        if not cfg.keep_checkpoints:
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        if cfg.keep_checkpoints and ckpt_dir.is_dir():   # kept in the run, outside its manifest
+            shutil.move(str(ckpt_dir), str(run_dir / "checkpoints"))
+        shutil.rmtree(work, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return out
 
