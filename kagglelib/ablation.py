@@ -14,6 +14,7 @@ from .config import RunConfig, comma_list
 from .data import WINNER_COLUMNS
 from .io import read_json
 from .paths import heldout_file
+from .runs import RunError, staged_run, verify_run
 
 # Settings shown in the table, with the config keys they may come from (first found wins).
 SETTINGS = {
@@ -48,17 +49,26 @@ class AblationConfig(RunConfig):
 
 
 def list_runs(output_dir: str | Path, include: str = "", exclude: str = "") -> list[Path]:
-    """Model runs (config.json, metrics.json, held-out predictions) under ``output_dir/runs``, filtered by name."""
+    """Model runs (config.json, metrics.json, held-out predictions) under ``output_dir/runs``, filtered by name.
+
+    Each must match its manifest (:func:`kagglelib.runs.verify_run`), else ``RunError`` names the run and file.
+    """
     runs = sorted(p.parent for p in Path(output_dir).glob("runs/*/metrics.json")
                   if (p.parent / "config.json").exists() and heldout_predictions(p.parent) is not None)
     keep, drop = set(comma_list(include)), set(comma_list(exclude))
-    return [r for r in runs if (not keep or r.name in keep) and r.name not in drop]
+    runs = [r for r in runs if (not keep or r.name in keep) and r.name not in drop]
+    for r in runs:   # a run from mixed generations or without a manifest is refused, not tabulated
+        try:
+            verify_run(r)
+        except RunError as err:
+            raise RunError(f"{err} (or leave it out of the table: exclude={r.name!r})") from None
+    return runs
 
 
 def heldout_predictions(run_dir: Path) -> pd.DataFrame | None:
     """A run's labelled held-out predictions (oof.csv or valid_preds.csv), or None."""
     path = heldout_file(run_dir)
-    df = pd.read_csv(path) if path is not None else None
+    df = pd.read_csv(path, dtype={"id": str}) if path is not None else None
     return df if df is not None and "label" in df.columns else None
 
 
@@ -236,21 +246,25 @@ def tta_validation_run(run_dir: Path) -> Path:
     from .config import load_config
     from .data import load_arena, rows_by_id
     from .inference import load_predictor, tta_predict
-    from .io import write_csv, write_json
 
     cfg = load_config(run_dir)
-    preds = pd.read_csv(run_dir / "valid_preds.csv")
+    preds = pd.read_csv(run_dir / "valid_preds.csv", dtype={"id": str})
     rows = rows_by_id(load_arena(cfg["train_path"]), preds["id"])
     probs = tta_predict(load_predictor(run_dir), rows)
-    out = run_dir.parent / f"{run_dir.name}_tta"
-    out.mkdir(exist_ok=True)
+    with staged_run(run_dir.parent.parent, f"{run_dir.name}_tta") as stage:   # committed atomically
+        _write_tta_run(run_dir, stage.path, cfg, preds, probs)
+    return stage.final
+
+
+def _write_tta_run(run_dir: Path, out: Path, cfg: dict[str, Any], preds: pd.DataFrame, probs: np.ndarray) -> None:
+    from .io import write_csv, write_json
+
     labels = preds["label"].to_numpy(dtype=np.int64)
     write_json({**cfg, "tta": True, "derived_from": run_dir.name}, out / "config.json")
     m = read_json(run_dir / "metrics.json")
     write_json({**{f"valid_{k}": v for k, v in metrics.summarise(labels, probs).items()}, "tta": True,
                 "n_train": m.get("n_train"), "smoke": m.get("smoke"), "seconds": m.get("seconds")}, out / "metrics.json")
     write_csv(preds.assign(**dict(zip(WINNER_COLUMNS, probs.T))), out / "valid_preds.csv")
-    return out
 
 
 def run_grid(base: dict[str, Any], factors: dict[str, list[Any]] | None = None, prefix: str = "grid",

@@ -16,6 +16,7 @@ Imports nothing from training; a Kaggle kernel needs only torch, transformers, p
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -42,8 +43,12 @@ def tta_predict(predict: Predictor, df: pd.DataFrame, tta: bool = True) -> np.nd
     return (probs + swap_probs(np.asarray(predict(swap_ab(df)), dtype=np.float64))) / 2
 
 
-def _chunk_file(cache_dir: Path, k: int) -> Path:
-    return cache_dir / f"chunk_{k:05d}.npz"
+def _chunk_file(cache_dir: Path, k: int, rows: pd.DataFrame, cache_key: str = "") -> Path:
+    """Chunk k's cache file, named by a hash of its rows' ids and texts and ``cache_key`` (run + settings)."""
+    from .data import content_fingerprint
+
+    key = hashlib.sha256(f"{cache_key}\n{content_fingerprint(rows)}".encode()).hexdigest()[:20]
+    return cache_dir / f"chunk_{k:05d}_{key}.npz"
 
 
 def _load_chunk(path: Path, ids: np.ndarray) -> np.ndarray | None:
@@ -64,11 +69,13 @@ def _save_chunk(path: Path, ids: np.ndarray, probs: np.ndarray) -> None:
 
 def predict_chunked(predictors: Predictor | Sequence[Predictor], df: pd.DataFrame, cache_dir: str | Path | None = None,
                     chunk_rows: int = 2048, tta: bool = True, time_budget_s: float | None = None,
-                    progress: bool = True) -> tuple[np.ndarray, dict]:
+                    progress: bool = True, cache_key: str = "") -> tuple[np.ndarray, dict]:
     """TTA probabilities for every row (NaN where the time budget stopped) and a status dict.
 
     ``predictors`` may be a list (one per device); chunk k goes to predictor ``k % len(predictors)``.
-    With ``cache_dir`` set, finished chunks are saved and reused on the next call.
+    With ``cache_dir`` set, finished chunks are saved and reused on the next call when the chunk's ids and
+    texts and ``cache_key`` (the run's manifest and the inference settings) are the same.
+    ``time_budget_s`` None: no limit; 0 or less: no new chunk starts (cached chunks are still used).
     """
     predictors = list(predictors) if isinstance(predictors, (list, tuple)) else [predictors]
     n = len(df)
@@ -80,25 +87,28 @@ def predict_chunked(predictors: Predictor | Sequence[Predictor], df: pd.DataFram
     out = np.full((n, 3), np.nan)
     outcome = [""] * len(starts)   # per chunk: reused | computed | skipped_for_time
     begin = time.time()
-    deadline = begin + time_budget_s if time_budget_s else None
+    deadline = begin + time_budget_s if time_budget_s is not None else None
     slowest = [0.0]
 
     def run_chunk(k: int) -> str:
         lo, hi = starts[k], min(starts[k] + chunk_rows, n)
         if hi <= lo:
             return "computed"
-        path = _chunk_file(cache, k) if cache is not None else None
+        path = _chunk_file(cache, k, df.iloc[lo:hi], cache_key) if cache is not None else None
         done = _load_chunk(path, ids[lo:hi]) if path is not None else None
         if done is not None:
             out[lo:hi] = done
             return "reused"
-        if deadline is not None and time.time() + slowest[0] > deadline:
+        if deadline is not None and time.time() + slowest[0] >= deadline:
             return "skipped_for_time"
         t0 = time.time()
         probs = tta_predict(predictors[k % len(predictors)], df.iloc[lo:hi].reset_index(drop=True), tta)
         slowest[0] = max(slowest[0], time.time() - t0)
         if path is not None:
             _save_chunk(path, ids[lo:hi], probs)
+            for other in cache.glob(f"chunk_{k:05d}_*.npz"):   # this chunk's results for other content/settings
+                if other != path:
+                    other.unlink(missing_ok=True)
         out[lo:hi] = probs
         return "computed"
 
@@ -134,10 +144,12 @@ def run_kind(run_dir: str | Path) -> str:
     raise ValueError(f"{run_dir}: neither a model/ folder nor a baseline run; cannot predict with it")
 
 
-def run_fingerprint(run_dir: str | Path, tta: bool) -> str:
-    """Short hash of the run's config.json and the TTA flag: the cache key for its chunks."""
-    data = (Path(run_dir) / "config.json").read_bytes() + str(tta).encode()
-    return hashlib.sha1(data).hexdigest()[:12]
+def run_fingerprint(run_dir: str | Path, tta: bool, **settings: Any) -> str:
+    """Cache key of a run's chunks: the run's manifest hash (every artifact), TTA and the other settings."""
+    from .runs import manifest_hash
+
+    data = json.dumps({"manifest": manifest_hash(run_dir), "tta": tta, **settings}, sort_keys=True, default=str)
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
 def transformer_predictor(run_dir: str | Path, device: str | None = None, precision: str = "auto",
@@ -255,8 +267,29 @@ def validation_predictions(run_dir: Path) -> pd.DataFrame:
     return read_predictions(str(path))
 
 
+def fallback_rows(ids: Any, probs: list[np.ndarray], names: list[str]) -> pd.DataFrame:
+    """Per test row some run did not predict (time budget): the runs that did, and what the row got."""
+    have = np.stack([np.isfinite(np.asarray(p)).all(axis=1) for p in probs])   # (runs, n)
+    rows = np.flatnonzero(~have.all(axis=0))
+    predicted = [",".join(n for n, h in zip(names, have[:, i]) if h) for i in rows]
+    got = ["class prior of the validation labels, then the temperature" if not p else
+           "blend of the runs that predicted it (weights renormalised)" for p in predicted]
+    return pd.DataFrame({"id": np.asarray(ids)[rows], "runs_predicted": predicted, "fallback": got})
+
+
 def run_inference(cfg: InferenceConfig) -> dict[str, Any]:
-    """Predict the test file with every run (TTA, chunks, devices), blend, calibrate, write submission.csv."""
+    """Predict the test file with every run (TTA, chunks, devices), blend, calibrate, write submission.csv.
+
+    The submission run is staged and committed atomically (:mod:`kagglelib.runs`); chunk caches live in
+    ``<output_dir>/cache/inference/<run>/`` so that they survive a kill.
+    """
+    from .runs import staged_run
+
+    with staged_run(cfg.output_dir, cfg.run_name) as stage:
+        return _run_inference(cfg, stage.path)
+
+
+def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
     from . import metrics
     from .config import save_config
     from .data import load_arena, prob_frame, rows_by_id
@@ -266,19 +299,20 @@ def run_inference(cfg: InferenceConfig) -> dict[str, Any]:
     from .submission import validate_submission, write_submission
 
     start = time.time()
-    out_dir = cfg.run_dir
     save_config(cfg, out_dir, notebook="05_tta_inference")
     test = load_arena(cfg.test_path)
     run_dirs = [find_run(r, cfg.output_dir) for r in cfg.runs]
     devices = visible_devices(cfg.devices)
-    deadline = start + cfg.time_budget_s if cfg.time_budget_s else None
+    deadline = start + cfg.time_budget_s if cfg.time_budget_s is not None else None   # 0: no chunk starts
 
     test_probs, statuses = [], []
     for run_dir in run_dirs:
         predictors = run_predictors(run_dir, devices, cfg.precision, cfg.quantization or None, cfg.batch_tokens)
-        cache = out_dir / "cache" / f"{run_dir.name}-{run_fingerprint(run_dir, cfg.tta)}"
+        cache = Path(cfg.output_dir) / "cache" / "inference" / run_dir.name
+        key = run_fingerprint(run_dir, cfg.tta, precision=cfg.precision, quantization=cfg.quantization,
+                              batch_tokens=cfg.batch_tokens, devices=devices, max_length=getattr(cfg, "max_length", None))
         left = None if deadline is None else max(deadline - time.time(), 0.0)
-        probs, status = predict_chunked(predictors, test, cache, cfg.chunk_rows, cfg.tta, left)
+        probs, status = predict_chunked(predictors, test, cache, cfg.chunk_rows, cfg.tta, left, cache_key=key)
         test_probs.append(probs)
         statuses.append({"run": run_dir.name, "kind": run_kind(run_dir), **status})
         write_csv(prob_frame(test["id"], probs), out_dir / f"test_preds_{run_dir.name}.csv")
@@ -306,6 +340,11 @@ def run_inference(cfg: InferenceConfig) -> dict[str, Any]:
 
     prior = np.bincount(labels, minlength=3) / len(labels)
     final = apply_blend(test_probs, weights, temperature, fallback=prior)
+    fallback = fallback_rows(test["id"], test_probs, [d.name for d in run_dirs])
+    if len(fallback):
+        write_csv(fallback, out_dir / "fallback_rows.csv")
+        log.warning("%d of %d test rows lack a prediction from some run (time budget); %d got the class prior; "
+                    "see fallback_rows.csv", len(fallback), len(test), int((fallback["runs_predicted"] == "").sum()))
     if rules is not None:
         final = apply_rules(test, final, rules)
     sub_path = write_submission(test["id"], final, out_dir / "submission.csv", layout)
@@ -325,6 +364,9 @@ def run_inference(cfg: InferenceConfig) -> dict[str, Any]:
         "valid_final_crossfit": metrics.summarise(labels, valid_crossfit),
         "rules": rules.report if rules is not None else [], "status": statuses, "seconds": time.time() - start,
         "complete": all(s["complete"] for s in statuses), "submission": [str(c) for c in copies],
+        "fallback": {"rows": len(fallback), "rows_on_prior": int((fallback["runs_predicted"] == "").sum()),
+                     "first_ids": fallback["id"].astype(str).head(10).tolist(),
+                     "file": "fallback_rows.csv" if len(fallback) else None},
     }
     write_json(summary, out_dir / "metrics.json")
     return summary

@@ -11,6 +11,7 @@ from kagglelib import ablation, probes
 from kagglelib.data import WINNER_COLUMNS
 from kagglelib.inference import tta_predict
 from kagglelib.io import write_csv, write_json
+from kagglelib.runs import write_manifest
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -89,6 +90,7 @@ def fake_run(root, name, labels, probs, **config):
     write_json({"n_train": len(labels), "seconds": 1.0}, run / "metrics.json")
     df = pd.DataFrame({"id": np.arange(len(labels)), "label": labels, **dict(zip(WINNER_COLUMNS, probs.T))})
     write_csv(df, run / "valid_preds.csv")
+    write_manifest(run)   # a committed run (readers refuse one without a manifest)
     return run
 
 
