@@ -112,7 +112,7 @@ def parse_turns(cell: object, report: LoadReport | None = None, row: int = -1, a
     else:
         text = str(cell)
         try:
-            value = json.loads(text)
+            value = json.loads(text, strict=False)
         except (json.JSONDecodeError, RecursionError):
             report.add("not_json", row)
             value = [text]
@@ -186,13 +186,17 @@ def _read_csv_text(text: str, path: Path) -> pd.DataFrame:
     become NaN as in ``pd.read_csv``. ``attrs["lines"]`` holds the file line each row starts on.
     """
     csv.field_size_limit(2**31 - 1)
-    first = text.split("\n", 1)[0]
+    first = re.split(r"\r\n|\r|\n", text, maxsplit=1)[0]
     sep = ","
     for cand in SEPARATORS:
         names = [c.strip().strip('"').lstrip("\ufeff") for c in first.split(cand)]
         if {"id", *TEXT_COLUMNS} <= set(names):
             sep = cand
             break
+    others = [n for c, n in SEPARATORS.items() if c != "," and c in first]
+    if sep == "," and "," not in first and others:
+        raise ValueError(f"{path}: line 1: the header is not comma-separated (it has {others[0]}s) and does not "
+                         f"name the columns {['id', *TEXT_COLUMNS]}; found {first[:200]!r}")
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=True)
     records, lines = [], []
     start = 1
@@ -311,7 +315,7 @@ def _is_json_list(cell: object) -> bool:
     if not text.startswith("["):
         return False
     try:
-        return isinstance(json.loads(text), list)
+        return isinstance(json.loads(text, strict=False), list)
     except (json.JSONDecodeError, RecursionError):
         return False
 
