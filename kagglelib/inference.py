@@ -5,9 +5,11 @@ saved runs into predictors and runs them over a test set:
 
 - swap TTA: ``(p(x) + swap_probs(p(swap_ab(x)))) / 2``, exactly position-symmetric;
 - chunks of ``chunk_rows`` rows, each written atomically to ``cache_dir`` as it finishes, so a rerun
-  after a crash or a Kaggle time-out skips finished chunks (their ids are checked);
-- a time budget: a chunk is not started when the time left is less than the slowest chunk so far;
-  unfinished rows come back as NaN (the ensemble then falls back to the runs that finished);
+  after a crash or a Kaggle time-out skips finished chunks; a chunk file is named by a hash of its rows'
+  ids and texts, the run's manifest and the inference settings, so any change recomputes that chunk;
+- a time budget: a chunk is not started when the time left is less than the slowest chunk so far (a
+  spent budget, 0 or less, starts none); unfinished rows come back as NaN (the ensemble then falls back
+  to the runs that finished, or the class prior; ``fallback_rows.csv`` lists them);
 - several devices (Kaggle 2xT4): one model per device, chunks dealt round-robin to one thread per
   device (PyTorch releases the GIL inside kernels), results reassembled in row order.
 
