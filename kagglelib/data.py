@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 TEXT_COLUMNS = ("prompt", "response_a", "response_b")
 WINNER_COLUMNS = ("winner_model_a", "winner_model_b", "winner_tie")
 LABEL_NAMES = ("A", "B", "tie")
+# Control characters (tabs, newlines, NUL) written raw inside a JSON string are kept, not a parse failure.
+_JSON = json.JSONDecoder(strict=False)
 
 
 @dataclass
@@ -112,7 +114,7 @@ def parse_turns(cell: object, report: LoadReport | None = None, row: int = -1, a
     else:
         text = str(cell)
         try:
-            value = json.loads(text, strict=False)
+            value = _JSON.decode(text)
         except (json.JSONDecodeError, RecursionError):
             report.add("not_json", row)
             value = [text]
@@ -220,7 +222,7 @@ def _read_csv_text(text: str, path: Path) -> pd.DataFrame:
     df = pd.DataFrame(records[1:], columns=header, dtype=object) if len(records) > 1 else \
         pd.DataFrame(columns=header, dtype=object)
     df = df.mask(df == "", np.nan)
-    df.attrs["lines"] = lines[1:]
+    df.attrs["lines"] = np.asarray(lines[1:], dtype=np.int64)   # an array: pandas deep-copies attrs often
     df.attrs["separator"] = sep
     return df
 
@@ -305,36 +307,43 @@ def _ids(ids: pd.Series) -> np.ndarray:
 def _where(raw: pd.DataFrame, row: int) -> str:
     """'line N' (CSV: the file line the row starts on) or 'row N' (0-based data row) for error messages."""
     lines = raw.attrs.get("lines")
-    return f"line {lines[row]}" if lines else f"row {row}"
+    return f"line {lines[row]}" if lines is not None and len(lines) > row else f"row {row}"
 
 
-def _is_json_list(cell: object) -> bool:
+def _as_json_list(cell: object) -> list | None:
+    """The cell parsed as a JSON list, or None when it is not one."""
     if isinstance(cell, (list, tuple, np.ndarray)):
-        return True
+        return list(cell)
     text = str(cell).strip()
     if not text.startswith("["):
-        return False
+        return None
     try:
-        return isinstance(json.loads(text, strict=False), list)
+        value = _JSON.decode(text)
     except (json.JSONDecodeError, RecursionError):
-        return False
+        return None
+    return value if isinstance(value, list) else None
 
 
-def _json_column(cells: list, wsdm: bool) -> bool:
+def _json_column(cells: list, wsdm: bool) -> list | None:
     """Whether a text column holds JSON lists of turns, decided once per file and column (never per cell).
 
     Real lists (parquet) are turns. A WSDM-style file (``winner`` or ``language`` column) holds plain text.
     Otherwise JSON when more than half of the non-empty cells parse as JSON lists (then a cell that does
     not gets the ``not_json`` fallback); else plain text, so a plain text that happens to look like JSON
     (``'["apple", "banana"]'``, ``'[]'``) is kept as written.
+    Returns the cells to hand to :func:`parse_turns` (JSON lists already parsed, so each cell is parsed
+    once), or None for a plain-text column.
     """
-    filled = [c for c in cells if not (c is None or (isinstance(c, float) and np.isnan(c)))]
-    if any(isinstance(c, (list, tuple, np.ndarray)) for c in filled):
-        return True
-    filled = [c for c in filled if str(c).strip()]
+    missing = [c is None or (isinstance(c, float) and np.isnan(c)) for c in cells]
+    if any(isinstance(c, (list, tuple, np.ndarray)) for c in cells):
+        return cells
+    filled = [i for i, (c, m) in enumerate(zip(cells, missing)) if not m and str(c).strip()]
     if wsdm or not filled:
-        return False
-    return sum(_is_json_list(c) for c in filled) * 2 > len(filled)
+        return None
+    parsed = {i: _as_json_list(cells[i]) for i in filled}
+    if sum(v is not None for v in parsed.values()) * 2 <= len(filled):
+        return None
+    return [parsed[i] if parsed.get(i) is not None else c for i, c in enumerate(cells)]
 
 
 def _check_ids(raw: pd.DataFrame, path: Path) -> None:
@@ -386,10 +395,11 @@ def load_arena(path: str | Path, encoding: str | None = None, allow_empty: bool 
     wsdm = "winner" in raw.columns or "language" in raw.columns
     for col in TEXT_COLUMNS:
         cells = raw[col].tolist()
-        as_json = _json_column(cells, wsdm)
-        if not as_json:
+        json_cells = _json_column(cells, wsdm)
+        if json_cells is None:
             report.plain_text_columns.append(col)
-        out[col] = pd.Series([parse_turns(c, report, i, as_json) for i, c in enumerate(cells)], dtype=object)
+        out[col] = pd.Series([parse_turns(c, report, i, json_cells is not None)
+                              for i, c in enumerate(json_cells if json_cells is not None else cells)], dtype=object)
     for col in ("model_a", "model_b"):
         out[col] = raw[col].fillna("").astype(str).to_numpy() if col in raw.columns else ""
     if "language" in raw.columns:
