@@ -208,8 +208,11 @@ def outcome(case: Case, tmp: Path) -> str:
     except Exception as err:   # noqa: BLE001 - the table records whatever happens
         text = str(err).replace("\n", " ")
         return f"{type(err).__name__}: {text[:110]}"
-    ok = case.check(df) if case.check else True
-    return f"loaded {len(df)} rows" + ("" if ok else " (WRONG: check fails)")
+    try:
+        ok = case.check(df) if case.check else True
+    except Exception:   # noqa: BLE001 - e.g. a report field older code lacks
+        ok = False
+    return f"loaded {len(df)} rows" + ("" if ok else " (check fails: wrong or unreported)")
 
 
 if __name__ == "__main__":
