@@ -17,7 +17,8 @@ Readers call :func:`verify_run`: a run without a manifest, with a file missing, 
 State that must survive a kill but is not part of the run lives outside the staging folder: training
 checkpoints in ``runs/.<name>.work/`` (:func:`work_dir`; resumed only when the configuration equals the
 checkpoints' one) and inference chunk caches in ``<output_dir>/cache/inference/``. Folders named
-``checkpoints``, ``checkpoint-*`` and ``cache`` inside a run are resumption state: not in the manifest.
+``checkpoints``, ``checkpoint-*`` and ``cache`` inside a run are resumption state, and hidden names are
+editors' and file managers' litter: neither is in the manifest.
 """
 from __future__ import annotations
 
@@ -126,9 +127,12 @@ def file_sha256(path: str | Path) -> str:
 
 
 def _listed(rel: Path) -> bool:
-    """Whether a file (path relative to the run) belongs in the manifest."""
+    """Whether a file (path relative to the run) belongs in the manifest.
+
+    Not: resumption state, and hidden names (atomic writers' temporary files, .ipynb_checkpoints, .DS_Store).
+    """
     return rel.as_posix() != MANIFEST and rel.parts[0] not in ("checkpoints", "cache") \
-        and not any(p.startswith("checkpoint-") for p in rel.parts)
+        and not any(p.startswith(("checkpoint-", ".")) for p in rel.parts)
 
 
 def run_files(run_dir: str | Path) -> list[str]:
