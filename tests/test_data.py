@@ -1,6 +1,6 @@
 """Data layer: loading the real sample, every bad-input case, swap, folds.
 
-Bad inputs tried (each row is a test below):
+Bad inputs tried (each row is a test below; whole files, encodings and separators: tests/test_bad_inputs.py):
 
 | case                         | input                                   | expected                                   |
 |------------------------------|-----------------------------------------|--------------------------------------------|
