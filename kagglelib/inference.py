@@ -240,7 +240,7 @@ class InferenceConfig(RunConfig):
     devices: str = "auto"                 # auto: every visible GPU (else cpu) | "cuda:0,cuda:1" | "cpu"
     precision: str = "auto"               # auto | bf16 | fp16 | fp32 (fp32 on CPU)
     quantization: str = ""                # "" keeps each run's setting | none | 8bit | 4bit
-    time_budget_s: float | None = None    # stop starting chunks before this many seconds (Kaggle: 9 h limit)
+    time_budget_s: float | None = None    # stop starting chunks before this many seconds (Kaggle: 9 h limit); 0: none starts
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         "cpu-sample": {"chunk_rows": 256, "batch_tokens": 2048, "time_budget_s": 3600.0},  # CPU: small batches are faster
