@@ -240,7 +240,7 @@ class InferenceConfig(RunConfig):
     devices: str = "auto"                 # auto: every visible GPU (else cpu) | "cuda:0,cuda:1" | "cpu"
     precision: str = "auto"               # auto | bf16 | fp16 | fp32 (fp32 on CPU)
     quantization: str = ""                # "" keeps each run's setting | none | 8bit | 4bit
-    time_budget_s: float | None = None    # stop starting chunks before this many seconds (Kaggle: 9 h limit); 0: none starts
+    time_budget_s: float | None = None    # stop starting chunks after this many seconds (Kaggle: 9 h); 0: none
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         "cpu-sample": {"chunk_rows": 256, "batch_tokens": 2048, "time_budget_s": 3600.0},  # CPU: small batches are faster
@@ -312,7 +312,8 @@ def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
         predictors = run_predictors(run_dir, devices, cfg.precision, cfg.quantization or None, cfg.batch_tokens)
         cache = Path(cfg.output_dir) / "cache" / "inference" / run_dir.name
         key = run_fingerprint(run_dir, cfg.tta, precision=cfg.precision, quantization=cfg.quantization,
-                              batch_tokens=cfg.batch_tokens, devices=devices, max_length=getattr(cfg, "max_length", None))
+                              batch_tokens=cfg.batch_tokens, devices=devices,
+                              max_length=getattr(cfg, "max_length", None))   # any setting that changes the output
         left = None if deadline is None else max(deadline - time.time(), 0.0)
         probs, status = predict_chunked(predictors, test, cache, cfg.chunk_rows, cfg.tta, left, cache_key=key)
         test_probs.append(probs)

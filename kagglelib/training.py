@@ -573,7 +573,8 @@ def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | N
         "train_loss": float(result.training_loss), "best_valid_log_loss": trainer.state.best_metric,
         "history": eval_hist, "train_history": train_hist, "trainable_params": trainable, "total_params": total,
         "world_size": world_size, "resumed_from": resume, "smoke": cfg.smoke, "backbone": cfg.backbone,
-        "task": cfg.task, "data_warnings": data_warnings(cfg), "seconds": round(earlier + time.time() - t0, 2), "peak_memory_mb": round(_peak_memory_mb(), 1),
+        "task": cfg.task, "seconds": round(earlier + time.time() - t0, 2), "peak_memory_mb": round(_peak_memory_mb(), 1),
+        "data_warnings": data_warnings(cfg),   # e.g. no ties at all in the train file
     }
     out["beats_prior"] = bool(out["valid_log_loss"] < out["prior_log_loss"])
     if main:
