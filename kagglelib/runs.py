@@ -126,6 +126,12 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def files_sha256(spec: str | Path) -> list[str]:
+    """sha256 of a data file, or of each file of a comma-separated list (a missing one counts by its name)."""
+    names = [str(spec)] if Path(spec).is_file() else [t.strip() for t in str(spec).split(",") if t.strip()]
+    return [file_sha256(n) if Path(n).is_file() else f"missing:{n}" for n in names]
+
+
 def _listed(rel: Path) -> bool:
     """Whether a file (path relative to the run) belongs in the manifest.
 

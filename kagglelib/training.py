@@ -498,7 +498,7 @@ def resume_state(cfg: TrainConfig) -> dict[str, Any]:
     """What checkpoints belong to: every setting that shapes training, and the train file's content hash."""
     skip = ("resume", "keep_checkpoints", "progress", "logging_steps")
     state = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
-    return {**state, "train_sha256": runs.file_sha256(cfg.train_path)}
+    return {**state, "train_sha256": runs.files_sha256(cfg.train_path)}
 
 
 def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | None,

@@ -17,7 +17,7 @@ from kagglelib.data import load_arena
 from kagglelib.inference import InferenceConfig, predict_chunked, run_inference
 from kagglelib.io import read_json, write_text
 from kagglelib.paths import find_run
-from conftest import TEST, TRAIN
+from conftest import ROOT, TEST, TRAIN
 
 
 def commit_run(tmp_path, name="r", files=None):
@@ -78,6 +78,23 @@ def test_second_writer_is_stopped_with_the_holder_named(tmp_path):
             with runs.staged_run(tmp_path, "r"):
                 pass
     commit_run(tmp_path)   # released afterwards
+
+
+def test_writer_in_another_process_is_named(tmp_path):
+    code = ("import sys, time; from kagglelib import runs\n"
+            "with runs.staged_run(sys.argv[1], 'r'):\n    print('locked', flush=True); time.sleep(30)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(runs.RunError, match=rf"run 'r' is being written by pid {holder.pid} on host"):
+            commit_run(tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    run = commit_run(tmp_path)   # the killed holder's lock is stale now: taken over
+    runs.verify_run(run)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["r"]   # its staging folder cleaned up
 
 
 def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path, caplog):
