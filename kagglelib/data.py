@@ -36,6 +36,7 @@ import io
 import json
 import logging
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -244,14 +245,20 @@ def _read_table(path: Path, encoding: str | None = None) -> pd.DataFrame:
             raise ValueError(f"{path}: named .parquet but it is {_sniff(head)}; rename it to what it is")
         if not name.endswith(".parquet"):
             raise ValueError(f"{path}: this is a parquet file; name it *.parquet")
-        df = pd.read_parquet(path)
+        try:
+            df = pd.read_parquet(path)
+        except (OSError, ValueError) as err:   # pyarrow's errors derive from these
+            raise ValueError(f"{path}: not a readable parquet file (truncated or damaged?): {err}") from None
     else:
         if name.endswith(".gz") != head.startswith(b"\x1f\x8b"):
             what = "named .gz but it is " + _sniff(head) if name.endswith(".gz") else "gzip-compressed"
             raise ValueError(f"{path}: {what}; rename it to match its content (.csv or .csv.gz)")
         if head.startswith(b"PK\x03\x04"):
             raise ValueError(f"{path}: this is {_sniff(head)}, not CSV; save it as 'CSV UTF-8'")
-        data = gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path.read_bytes()
+        try:
+            data = gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path.read_bytes()
+        except (OSError, EOFError, zlib.error) as err:
+            raise ValueError(f"{path}: damaged gzip file (truncated download?): {err}") from None
         text, enc = _decode(data, path, encoding)
         if name.endswith((".jsonl", ".jsonl.gz")):
             try:

@@ -142,6 +142,10 @@ CASES = [
     Case("parquet named .csv", parquet("t.csv", pd.read_csv(io.StringIO(GOOD), dtype=str)),
          "error: this is a parquet file; name it"),
     Case(".csv.gz that is not gzip", write("t.csv.gz", GOOD), "error: named .gz but it is text"),
+    Case("truncated .csv.gz (interrupted download)", write("t.csv.gz", gzip.compress(GOOD.encode())[:120]),
+         "error: damaged gzip file"),
+    Case("truncated parquet", lambda tmp: write("t.parquet", parquet("full.parquet", pd.read_csv(
+        io.StringIO(GOOD), dtype=str))(tmp).read_bytes()[:200])(tmp), "error: not a readable parquet file"),
     Case("gzip named .csv", write("t.csv", gzip.compress(GOOD.encode())), "error: gzip-compressed; rename"),
     Case("Excel workbook saved as .csv", xlsx_like, "error: zip file .*Excel.*CSV UTF-8"),
     Case("a folder passed as the file", folder, "error: is a folder"),
