@@ -537,14 +537,15 @@ def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | N
         save_config(cfg, run_dir, smoke=cfg.smoke, world_size=world_size)
         if pissa_init is not None:
             models.save_pissa_init(model, pissa_init)
+    resume = None if stale else resume_checkpoint(cfg, ckpt_dir)
     if main:
         if stale:   # resuming another configuration's checkpoints would mix two generations in one model
             log.warning("%s holds checkpoints of another configuration or train file; starting fresh", ckpt_dir)
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
+        if resume is None or ckpt_dir.resolve() not in Path(resume).resolve().parents:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)   # no older checkpoint left for a later resume to pick
         work.mkdir(parents=True, exist_ok=True)
         runs.write_state(work, state)
     trainer.accelerator.wait_for_everyone()
-    resume = None if stale else resume_checkpoint(cfg, ckpt_dir)
     if ema and resume:
         ema.load(resume)
     try:
