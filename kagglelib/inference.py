@@ -96,7 +96,7 @@ def predict_chunked(predictors: Predictor | Sequence[Predictor], df: pd.DataFram
         lo, hi = starts[k], min(starts[k] + chunk_rows, n)
         if hi <= lo:
             return "computed"
-        path = _chunk_file(cache, k, df.iloc[lo:hi], cache_key) if cache is not None else None
+        path = _chunk_file(cache, k, df.iloc[lo:hi], f"{cache_key}|tta={tta}") if cache is not None else None
         done = _load_chunk(path, ids[lo:hi]) if path is not None else None
         if done is not None:
             out[lo:hi] = done
