@@ -54,6 +54,9 @@ def _load_chunk(path: Path, ids: np.ndarray) -> np.ndarray | None:
         if z["ids"].astype(str).tolist() != ids.astype(str).tolist():
             log.warning("%s holds other ids (test file changed?); recomputing it", path)
             return None
+        if not np.isfinite(z["probs"]).all():
+            log.warning("%s holds non-finite probabilities (written by an older version); recomputing it", path)
+            return None
         return z["probs"]
 
 
@@ -97,6 +100,8 @@ def predict_chunked(predictors: Predictor | Sequence[Predictor], df: pd.DataFram
         t0 = time.time()
         probs = tta_predict(predictors[k % len(predictors)], df.iloc[lo:hi].reset_index(drop=True), tta)
         slowest[0] = max(slowest[0], time.time() - t0)
+        from .predict import check_finite
+        check_finite(probs, ids[lo:hi], f"chunk {k}")   # a NaN chunk stops the run and is never cached
         if path is not None:
             _save_chunk(path, ids[lo:hi], probs)
         out[lo:hi] = probs
@@ -153,7 +158,8 @@ def transformer_predictor(run_dir: str | Path, device: str | None = None, precis
     from .predict import predict_probs
     from .text import INSTRUCTION, encode_pairs
 
-    precision = resolve_precision(precision) if device is None or str(device).startswith("cuda") else "fp32"
+    # Precision follows this predictor's own GPU (a T4 gets fp16 even when the run trained in bf16 on an A100).
+    precision = resolve_precision(precision, device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     model, tokenizer, text_cfg, task = load_for_inference(run_dir, device=device, dtype=dtype,
                                                           quantization=quantization)
@@ -163,7 +169,8 @@ def transformer_predictor(run_dir: str | Path, device: str | None = None, precis
 
     def predict(df: pd.DataFrame) -> np.ndarray:
         ids = encode_pairs(tokenizer, df, text_cfg, suffix=suffix)
-        return predict_probs(model, ids, task=task, batch_tokens=batch_tokens, device=device, progress=progress)
+        return predict_probs(model, ids, task=task, batch_tokens=batch_tokens, device=device, progress=progress,
+                             row_ids=df["id"].to_numpy() if "id" in df.columns else None)
 
     return predict
 
@@ -173,6 +180,23 @@ def baseline_predictor(run_dir: str | Path) -> Predictor:
     from .baseline import load_predictor
 
     return load_predictor(run_dir)
+
+
+def release_models(*holders: Any) -> None:
+    """Drop the references the caller passed (predictors closing over models), collect, and empty the CUDA cache.
+
+    Called between runs so the next run's models never share a GPU with the previous ones (two 9B per T4 = OOM).
+    """
+    import gc
+
+    import torch
+
+    for h in holders:
+        if isinstance(h, list):
+            h.clear()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def visible_devices(devices: str = "auto") -> list[str]:
@@ -282,6 +306,8 @@ def run_inference(cfg: InferenceConfig) -> dict[str, Any]:
         test_probs.append(probs)
         statuses.append({"run": run_dir.name, "kind": run_kind(run_dir), **status})
         write_csv(prob_frame(test["id"], probs), out_dir / f"test_preds_{run_dir.name}.csv")
+        release_models(predictors)   # this run's models leave the GPUs before the next run's load
+        del predictors
 
     # Ensemble weights, temperature and rules are fitted on the rows every run held out.
     valid = [validation_predictions(d) for d in run_dirs]
