@@ -160,6 +160,8 @@ def transformer_predictor(run_dir: str | Path, device: str | None = None, precis
 
     # Precision follows this predictor's own GPU (a T4 gets fp16 even when the run trained in bf16 on an A100).
     precision = resolve_precision(precision, device)
+    if quantization == "auto":
+        quantization = auto_quantization(run_dir, device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     model, tokenizer, text_cfg, task = load_for_inference(run_dir, device=device, dtype=dtype,
                                                           quantization=quantization)
@@ -173,6 +175,20 @@ def transformer_predictor(run_dir: str | Path, device: str | None = None, precis
                              row_ids=df["id"].to_numpy() if "id" in df.columns else None)
 
     return predict
+
+
+def auto_quantization(run_dir: str | Path, device: str | None) -> str | None:
+    """'4bit' for a LoRA run whose 16-bit weights would fill > 60% of this GPU (a 9B on a T4), 'none' if they fit,
+    None (the run's own setting) off CUDA. Decided by :func:`kagglelib.plan.resolve_quantization`."""
+    import torch
+
+    from .plan import model_shape, resolve_quantization
+
+    if not torch.cuda.is_available() or not str(device or "cuda").startswith("cuda"):
+        return None
+    cfg = read_json(Path(run_dir) / "config.json")
+    memory = torch.cuda.get_device_properties(torch.device(device or "cuda")).total_memory
+    return resolve_quantization("auto", cfg, model_shape(cfg["backbone"]), memory)
 
 
 def baseline_predictor(run_dir: str | Path) -> Predictor:
@@ -249,13 +265,15 @@ class InferenceConfig(RunConfig):
     batch_tokens: int | None = None       # token budget per batch (rows x longest row)
     devices: str = "auto"                 # auto: every visible GPU (else cpu) | "cuda:0,cuda:1" | "cpu"
     precision: str = "auto"               # auto | bf16 | fp16 | fp32 (fp32 on CPU)
-    quantization: str = ""                # "" keeps each run's setting | none | 8bit | 4bit
+    quantization: str | None = None       # None: profile's | "" keeps each run's | auto (4bit when 16-bit weights > 60% of the GPU) | none | 8bit | 4bit
     time_budget_s: float | None = None    # stop starting chunks before this many seconds (Kaggle: 9 h limit)
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
-        "cpu-sample": {"chunk_rows": 256, "batch_tokens": 2048, "time_budget_s": 3600.0},  # CPU: small batches are faster
-        "kaggle-t4": {"chunk_rows": 2048, "batch_tokens": 16384, "time_budget_s": 8.5 * 3600},
-        "colab-a100": {"chunk_rows": 4096, "batch_tokens": 65536, "time_budget_s": 20 * 3600.0},
+        "cpu-sample": {"chunk_rows": 256, "batch_tokens": 2048, "time_budget_s": 3600.0, "quantization": ""},  # CPU: small batches are faster
+        # Plan (kaggle-t4, runs gemma_lora,encoder): the A100-trained 9B loads 4-bit ("auto": its 17 GiB of 16-bit
+        # weights exceed a T4), ~10 GiB per T4 at 16384 tokens/batch, one model per T4; see README for the hours.
+        "kaggle-t4": {"chunk_rows": 2048, "batch_tokens": 16384, "time_budget_s": 8.5 * 3600, "quantization": "auto"},
+        "colab-a100": {"chunk_rows": 4096, "batch_tokens": 65536, "time_budget_s": 20 * 3600.0, "quantization": "auto"},
     }
 
     def __post_init__(self) -> None:
@@ -266,6 +284,11 @@ class InferenceConfig(RunConfig):
             raise ValueError("runs is empty: name at least one run folder to predict with")
         if self.ensemble not in ("fit", "equal"):
             raise ValueError(f"ensemble must be 'fit' or 'equal', got {self.ensemble!r}")
+        if self.quantization not in ("", "auto", "none", "4bit", "8bit"):
+            raise ValueError(f"quantization must be '', auto, none, 4bit or 8bit, got {self.quantization!r}")
+        if self.quantization == "8bit":
+            from .models import warn_8bit
+            warn_8bit()
 
 
 def validation_predictions(run_dir: Path) -> pd.DataFrame:

@@ -606,7 +606,9 @@ def load_for_inference(run_dir: str | Path, device: str | torch.device | None = 
     # Precision (and so the 4-bit compute dtype) follows the inference GPU, not the training one: an A100 bf16
     # run re-quantised for a T4 computes in fp16. A saved PiSSA adapter is plain LoRA (see _save_pissa_as_lora).
     precision = PRECISION_OF_DTYPE[dtype] if dtype is not None else resolve_precision("auto", device)
-    spec = spec_from(cfg, quantization=quantization, precision=precision, lora_init="default")
+    # A quantisation override applies to LoRA bases only (full fine-tunes load as saved).
+    spec = spec_from(cfg, quantization=quantization if cfg.get("use_lora") else None, precision=precision,
+                     lora_init="default")
     if spec.quantization == "8bit":
         warn_8bit()
     tokenizer = load_tokenizer(str(model_dir), spec.task)
