@@ -189,7 +189,7 @@ def check_train(ctx: Ctx, name: str, quant: str, precision: str, batch: int, len
     spec = models.ModelSpec(backbone=str(folder), quantization=quant, precision=precision, use_lora=use_lora,
                             gradient_checkpointing=True, lora_dropout=0.0, head_dropout=0.0)
     model, tok = models.build_model(spec)
-    if not ctx.cuda:
+    if quant == "none":   # full fine-tunes load on CPU (the Trainer moves them); quantised ones are placed already
         model = model.to(ctx.device)
     if spec.gradient_checkpointing and quant == "none":
         if hasattr(model, "activation_checkpointing_enable"):   # transformers >= 5.2x renamed it
@@ -248,8 +248,12 @@ def saved_run(ctx: Ctx, name: str, quant: str = "none") -> Path:
     if (run / "model" / "adapter_model.safetensors").is_file():
         return run
     folder = backbone_folder(ctx, name)
+    memory_cap(ctx, None)
+    # The adapter does not depend on the base's precision: build it on a 4-bit base where bitsandbytes works,
+    # so a 9B run can be made on a 16 GB GPU too.
+    build_quant = "4bit" if ctx.cuda and not bnb_status() else "none"
     spec = models.ModelSpec(backbone=str(folder), precision="fp32" if ctx.tiny else "auto", lora_dropout=0.0,
-                            head_dropout=0.0)
+                            head_dropout=0.0, quantization=build_quant)
     model, tok = models.build_model(spec)
     with torch.no_grad():
         for n, p in model.named_parameters():
@@ -257,7 +261,7 @@ def saved_run(ctx: Ctx, name: str, quant: str = "none") -> Path:
                 p.normal_(0, 0.02)
     models.save_for_inference(model, tok, run / "model")
     write_json({**dataclasses.asdict(spec), **dataclasses.asdict(TextConfig(max_length=2048)),
-                "quantization": quant}, run / "config.json")
+                "quantization": quant, "precision": "auto"}, run / "config.json")
     del model
     _release()
     return run

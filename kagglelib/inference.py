@@ -273,7 +273,9 @@ class InferenceConfig(RunConfig):
         # Plan (kaggle-t4, runs gemma_lora,encoder): the A100-trained 9B loads 4-bit ("auto": its 17 GiB of 16-bit
         # weights exceed a T4), ~10 GiB per T4 at 16384 tokens/batch, one model per T4; see README for the hours.
         "kaggle-t4": {"chunk_rows": 2048, "batch_tokens": 16384, "time_budget_s": 8.5 * 3600, "quantization": "auto"},
-        "colab-a100": {"chunk_rows": 4096, "batch_tokens": 65536, "time_budget_s": 20 * 3600.0, "quantization": "auto"},
+        # Plan: the 9B in bf16 with eager attention (no flash-attn) needs 37 GiB of an A100-40 at 65536 tokens per
+        # batch, 28 GiB at 32768.
+        "colab-a100": {"chunk_rows": 4096, "batch_tokens": 32768, "time_budget_s": 20 * 3600.0, "quantization": "auto"},
     }
 
     def __post_init__(self) -> None:
