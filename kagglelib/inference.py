@@ -162,7 +162,7 @@ def transformer_predictor(run_dir: str | Path, device: str | None = None, precis
     precision = resolve_precision(precision, device)
     if quantization == "auto":
         quantization = auto_quantization(run_dir, device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
     model, tokenizer, text_cfg, task = load_for_inference(run_dir, device=device, dtype=dtype,
                                                           quantization=quantization)
     suffix = INSTRUCTION if task == "next_token" else ""

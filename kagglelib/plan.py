@@ -461,9 +461,17 @@ def notebook_plan(notebook: str, params: dict[str, Any] | None = None, gpu: str 
     return plan_inference(cfg, gpu) if cls is inference.InferenceConfig else plan_training(cfg, gpu)
 
 
-def show(notebook: str, params: dict[str, Any] | None = None, gpu: str | None = None) -> Plan:
-    """Print the plan (the first cell after a notebook's parameters) and return it; never raises for a bad fit."""
-    plan = notebook_plan(notebook, params, gpu)
+def show(notebook: str, params: dict[str, Any] | None = None, gpu: str | None = None) -> Plan | None:
+    """Print the plan (the first cell after a notebook's parameters) and return it.
+
+    Never stops the notebook: a plan that does not fit is printed as such, and a plan that cannot be made
+    (unknown backbone shape, unreadable file) prints why; the run's own checks still apply.
+    """
+    try:
+        plan = notebook_plan(notebook, params, gpu)
+    except (FileNotFoundError, ValueError, KeyError, OSError) as err:
+        print(f"pre-flight plan unavailable: {type(err).__name__}: {err}")
+        return None
     print(plan.table())
     return plan
 
@@ -488,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             params[key] = value
     plan = show(a.notebook, params, a.gpu)
-    return 0 if plan.fits else 2
+    return 1 if plan is None else (0 if plan.fits else 2)
 
 
 if __name__ == "__main__":
