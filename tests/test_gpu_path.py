@@ -75,27 +75,32 @@ def _floor(package: str) -> str:
 
 @pytest.mark.slow
 def test_floor_transformers_trains_a_tiny_run(tmp_path):
-    """Install the oldest transformers requirements.txt allows (cached under /tmp) and train 2 steps with it."""
-    floor = _floor("transformers")
-    target = Path(os.environ.get("TMPDIR", "/tmp")) / f"kagglelib-transformers-{floor}"
-    if not (target / "transformers").is_dir():
+    """Install the oldest transformers and peft requirements.txt allows (cached under /tmp) and train with them."""
+    tf, pf = _floor("transformers"), _floor("peft")
+    target = Path(os.environ.get("TMPDIR", "/tmp")) / f"kagglelib-floor-transformers-{tf}-peft-{pf}"
+    if not (target / "transformers").is_dir() or not (target / "peft").is_dir():
         cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
-               f"transformers~={floor}.0", "huggingface_hub>=0.34,<1.0", "tokenizers>=0.22,<0.23"]
+               f"transformers~={tf}.0", f"peft~={pf}.0", "huggingface_hub>=0.34,<1.0", "tokenizers>=0.22,<0.23"]
         try:
             subprocess.run(cmd, check=True, capture_output=True, timeout=300)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
-            pytest.skip(f"cannot install transformers {floor} from PyPI (offline?): {getattr(err, 'stderr', err)!r}")
+            pytest.skip(f"cannot install transformers {tf} / peft {pf} from PyPI (offline?): {getattr(err, 'stderr', err)!r}")
     code = (
-        "import transformers, sys; from kagglelib import training\n"
-        f"assert transformers.__version__.startswith('{floor}'), transformers.__version__\n"
+        "import sys, transformers, peft; from kagglelib import models, training\n"
+        f"assert transformers.__version__.startswith('{tf}'), transformers.__version__\n"
+        f"assert peft.__version__.startswith('{pf}'), peft.__version__\n"
         "cfg = training.GemmaTrainConfig(output_dir=sys.argv[1], run_name='floor', max_train_rows=16, "
         "max_valid_rows=8, max_length=64, prompt_tokens=16, response_tokens=24, max_steps=2, eval_steps=2, "
         "save_steps=2, gradient_checkpointing=True, progress=False)\n"
-        "out = training.train(cfg); print('OK', transformers.__version__, out['valid_log_loss'])\n")
+        "out = training.train(cfg)\n"
+        "m, _ = models.build_model(models.ModelSpec(backbone='tiny-deberta', lora_r=4, lora_alpha=8))\n"
+        "pooler = [n for n, p in m.named_parameters() if 'pooler' in n and p.requires_grad]\n"
+        "assert pooler and not any('lora_' in n for n in pooler), pooler\n"
+        "print('OK', transformers.__version__, peft.__version__, out['valid_log_loss'])\n")
     env = {**os.environ, "PYTHONPATH": f"{target}{os.pathsep}{REPO_ROOT}", "OMP_NUM_THREADS": "1"}
     res = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env,
                          timeout=600, cwd=REPO_ROOT)
-    assert res.returncode == 0 and "OK " + floor in res.stdout, res.stderr[-4000:]
+    assert res.returncode == 0 and f"OK {tf}" in res.stdout, res.stderr[-4000:]
 
 
 # ---------------------------------------------------------------- 4/5: precision and attention by capability
