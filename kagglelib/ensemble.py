@@ -50,9 +50,12 @@ def fit_weights(probs: list[np.ndarray], labels: np.ndarray) -> np.ndarray:
 def blend(probs: list[np.ndarray], weights: np.ndarray, fallback: np.ndarray | None = None) -> np.ndarray:
     """Weighted average per row over the runs that have a (non-NaN) prediction there, weights renormalised.
 
-    Rows no run predicted get ``fallback`` (e.g. the class prior); without one they raise.
+    Rows no run predicted get ``fallback`` (e.g. the class prior); without one they raise. A row is "not
+    predicted" only when all three values are NaN (a chunk the time budget skipped); any other non-finite or
+    invalid row (partly NaN, inf, negative, not summing to 1: fp16 overflow) raises instead of being skipped.
     """
     stack = np.stack([np.asarray(p, dtype=np.float64) for p in probs])          # (runs, n, 3)
+    check_probabilities(stack)
     have = np.isfinite(stack).all(axis=2)                                        # (runs, n)
     w = np.asarray(weights, dtype=np.float64)[:, None] * have
     total = w.sum(axis=0)
@@ -63,6 +66,28 @@ def blend(probs: list[np.ndarray], weights: np.ndarray, fallback: np.ndarray | N
             raise ValueError(f"{int(empty.sum())} rows have no prediction from any run (first row {int(np.argmax(empty))})")
         out[empty] = fallback
     return out
+
+
+def check_probabilities(stack: np.ndarray) -> None:
+    """Raise on rows of a (runs, n, 3) stack that are neither valid probabilities nor entirely NaN."""
+    missing = np.isnan(stack).all(axis=2)
+    finite = np.isfinite(stack).all(axis=2)
+    with np.errstate(invalid="ignore"):
+        valid = finite & (stack >= 0).all(axis=2) & (np.abs(stack.sum(axis=2) - 1) < 1e-3)
+    bad = ~(valid | missing)
+    if bad.any():
+        run, row = np.argwhere(bad)[0]
+        raise ValueError(f"{int(bad.sum())} predicted rows are not valid probabilities (NaN/inf/negative/not summing "
+                         f"to 1; first: run {int(run)}, row {int(row)}: {stack[run, row].tolist()}); refusing to blend "
+                         "them (a NaN row from fp16 overflow must not fall back silently to other runs)")
+
+
+def _require_finite(probs: list[np.ndarray], what: str) -> None:
+    for k, p in enumerate(probs):
+        bad = np.flatnonzero(~np.isfinite(np.asarray(p, dtype=np.float64)).all(axis=1))
+        if len(bad):
+            raise ValueError(f"{what}: run {k} has {len(bad)} non-finite rows (first rows {bad[:10].tolist()}); "
+                             "ensemble weights and temperature are only fitted on complete predictions")
 
 
 @dataclass
@@ -136,6 +161,7 @@ def fit_blend(probs: list[np.ndarray], labels: np.ndarray, ensemble: str = "fit"
     """Blend weights (fitted or equal) and a temperature for the blend (1.0 when not calibrating)."""
     from .calibration import fit_temperature
 
+    _require_finite(probs, "validation predictions")
     weights = fit_weights(probs, labels) if ensemble == "fit" else np.full(len(probs), 1 / len(probs))
     temperature = fit_temperature(blend(probs, weights), labels) if calibrate else 1.0
     return weights, temperature

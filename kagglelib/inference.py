@@ -61,6 +61,9 @@ def _load_chunk(path: Path, ids: np.ndarray) -> np.ndarray | None:
         if z["ids"].astype(str).tolist() != ids.astype(str).tolist():
             log.warning("%s holds other ids (test file changed?); recomputing it", path)
             return None
+        if not np.isfinite(z["probs"]).all():
+            log.warning("%s holds non-finite probabilities (written by an older version); recomputing it", path)
+            return None
         return z["probs"]
 
 
@@ -106,6 +109,8 @@ def predict_chunked(predictors: Predictor | Sequence[Predictor], df: pd.DataFram
         t0 = time.time()
         probs = tta_predict(predictors[k % len(predictors)], df.iloc[lo:hi].reset_index(drop=True), tta)
         slowest[0] = max(slowest[0], time.time() - t0)
+        from .predict import check_finite
+        check_finite(probs, ids[lo:hi], f"chunk {k}")   # a NaN chunk stops the run and is never cached
         if path is not None:
             _save_chunk(path, ids[lo:hi], probs)
             for other in cache.glob(f"chunk_{k:05d}_*.npz"):   # this chunk's results for other content/settings
@@ -167,8 +172,11 @@ def transformer_predictor(run_dir: str | Path, device: str | None = None, precis
     from .predict import predict_probs
     from .text import INSTRUCTION, encode_pairs
 
-    precision = resolve_precision(precision) if device is None or str(device).startswith("cuda") else "fp32"
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    # Precision follows this predictor's own GPU (a T4 gets fp16 even when the run trained in bf16 on an A100).
+    precision = resolve_precision(precision, device)
+    if quantization == "auto":
+        quantization = auto_quantization(run_dir, device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
     model, tokenizer, text_cfg, task = load_for_inference(run_dir, device=device, dtype=dtype,
                                                           quantization=quantization)
     suffix = INSTRUCTION if task == "next_token" else ""
@@ -177,9 +185,24 @@ def transformer_predictor(run_dir: str | Path, device: str | None = None, precis
 
     def predict(df: pd.DataFrame) -> np.ndarray:
         ids = encode_pairs(tokenizer, df, text_cfg, suffix=suffix)
-        return predict_probs(model, ids, task=task, batch_tokens=batch_tokens, device=device, progress=progress)
+        return predict_probs(model, ids, task=task, batch_tokens=batch_tokens, device=device, progress=progress,
+                             row_ids=df["id"].to_numpy() if "id" in df.columns else None)
 
     return predict
+
+
+def auto_quantization(run_dir: str | Path, device: str | None) -> str | None:
+    """'4bit' for a LoRA run whose 16-bit weights would fill > 60% of this GPU (a 9B on a T4), 'none' if they fit,
+    None (the run's own setting) off CUDA. Decided by :func:`kagglelib.plan.resolve_quantization`."""
+    import torch
+
+    from .plan import model_shape, resolve_quantization
+
+    if not torch.cuda.is_available() or not str(device or "cuda").startswith("cuda"):
+        return None
+    cfg = read_json(Path(run_dir) / "config.json")
+    memory = torch.cuda.get_device_properties(torch.device(device or "cuda")).total_memory
+    return resolve_quantization("auto", cfg, model_shape(cfg["backbone"]), memory)
 
 
 def baseline_predictor(run_dir: str | Path) -> Predictor:
@@ -187,6 +210,23 @@ def baseline_predictor(run_dir: str | Path) -> Predictor:
     from .baseline import load_predictor
 
     return load_predictor(run_dir)
+
+
+def release_models(*holders: Any) -> None:
+    """Drop the references the caller passed (predictors closing over models), collect, and empty the CUDA cache.
+
+    Called between runs so the next run's models never share a GPU with the previous ones (two 9B per T4 = OOM).
+    """
+    import gc
+
+    import torch
+
+    for h in holders:
+        if isinstance(h, list):
+            h.clear()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def visible_devices(devices: str = "auto") -> list[str]:
@@ -239,13 +279,17 @@ class InferenceConfig(RunConfig):
     batch_tokens: int | None = None       # token budget per batch (rows x longest row)
     devices: str = "auto"                 # auto: every visible GPU (else cpu) | "cuda:0,cuda:1" | "cpu"
     precision: str = "auto"               # auto | bf16 | fp16 | fp32 (fp32 on CPU)
-    quantization: str = ""                # "" keeps each run's setting | none | 8bit | 4bit
+    quantization: str | None = None       # None: profile's | "" keeps each run's | auto (4bit when 16-bit weights > 60% of the GPU) | none | 8bit | 4bit
     time_budget_s: float | None = None    # stop starting chunks after this many seconds (Kaggle: 9 h); 0: none
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
-        "cpu-sample": {"chunk_rows": 256, "batch_tokens": 2048, "time_budget_s": 3600.0},  # CPU: small batches are faster
-        "kaggle-t4": {"chunk_rows": 2048, "batch_tokens": 16384, "time_budget_s": 8.5 * 3600},
-        "colab-a100": {"chunk_rows": 4096, "batch_tokens": 65536, "time_budget_s": 20 * 3600.0},
+        "cpu-sample": {"chunk_rows": 256, "batch_tokens": 2048, "time_budget_s": 3600.0, "quantization": ""},  # CPU: small batches are faster
+        # Plan (kaggle-t4, runs gemma_lora,encoder): the A100-trained 9B loads 4-bit ("auto": its 17 GiB of 16-bit
+        # weights exceed a T4), ~10 GiB per T4 at 16384 tokens/batch, one model per T4; see README for the hours.
+        "kaggle-t4": {"chunk_rows": 2048, "batch_tokens": 16384, "time_budget_s": 8.5 * 3600, "quantization": "auto"},
+        # Plan: the 9B in bf16 with eager attention (no flash-attn) needs 37 GiB of an A100-40 at 65536 tokens per
+        # batch, 28 GiB at 32768.
+        "colab-a100": {"chunk_rows": 4096, "batch_tokens": 32768, "time_budget_s": 20 * 3600.0, "quantization": "auto"},
     }
 
     def __post_init__(self) -> None:
@@ -256,6 +300,11 @@ class InferenceConfig(RunConfig):
             raise ValueError("runs is empty: name at least one run folder to predict with")
         if self.ensemble not in ("fit", "equal"):
             raise ValueError(f"ensemble must be 'fit' or 'equal', got {self.ensemble!r}")
+        if self.quantization not in ("", "auto", "none", "4bit", "8bit"):
+            raise ValueError(f"quantization must be '', auto, none, 4bit or 8bit, got {self.quantization!r}")
+        if self.quantization == "8bit":
+            from .models import warn_8bit
+            warn_8bit()
 
 
 def validation_predictions(run_dir: Path) -> pd.DataFrame:
@@ -319,6 +368,8 @@ def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
         test_probs.append(probs)
         statuses.append({"run": run_dir.name, "kind": run_kind(run_dir), **status})
         write_csv(prob_frame(test["id"], probs), out_dir / f"test_preds_{run_dir.name}.csv")
+        release_models(predictors)   # this run's models leave the GPUs before the next run's load
+        del predictors
 
     # Ensemble weights, temperature and rules are fitted on the rows every run held out.
     valid = [validation_predictions(d) for d in run_dirs]

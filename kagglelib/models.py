@@ -80,11 +80,25 @@ class ModelSpec:
             raise ValueError(f"head_layers must be 1 or 3, got {self.head_layers}")
         if self.quantization != "none" and not self.use_lora:
             raise ValueError("quantization (QLoRA) needs use_lora=True: quantised weights cannot be fully fine-tuned")
+        if self.quantization != "none" and self.lora_init != "default":
+            # peft refuses PiSSA on 4/8-bit weights; doing it right means SVD of the 16-bit weights (18 GB for a
+            # 9B, more than a T4 holds) and shipping a re-quantised residual base instead of the hub's weights.
+            raise ValueError(f"lora_init={self.lora_init!r} with quantization={self.quantization!r} is not supported: "
+                             "PiSSA needs 16-bit base weights (peft: 'Please initialize PiSSA under float32, float16, "
+                             "or bfloat16'). Use lora_init='default' for QLoRA, or quantization='none' for PiSSA.")
+        if self.backbone_is_gemma2_like and self.attn_implementation == "sdpa":
+            raise ValueError("attn_implementation='sdpa' cannot run Gemma-2 (no logit softcapping; transformers "
+                             "refuses it): use 'auto', 'eager' or 'flash_attention_2' (flash-attn >= 2.6, GPU >= sm80)")
 
     @property
     def smoke(self) -> bool:
         """True for the randomly initialised tiny backbones (plumbing checks, never results)."""
         return self.backbone in SMOKE_BACKBONES
+
+    @property
+    def backbone_is_gemma2_like(self) -> bool:
+        """True when the backbone's name says Gemma-2 (checked again on the loaded config's model_type)."""
+        return "gemma-2" in self.backbone.lower() or "gemma2" in self.backbone.lower()
 
 
 def _set_fields(source: Any, cls: type) -> dict[str, Any]:
@@ -107,19 +121,49 @@ def text_config_from(source: Any) -> TextConfig:
 
 # ---------------------------------------------------------------- devices and dtypes
 
-def resolve_precision(precision: str = "auto") -> str:
-    """'bf16' / 'fp16' / 'fp32': auto = bf16 on Ampere+, fp16 on older GPUs (T4), fp32 on CPU."""
-    if precision != "auto":
-        if precision in ("bf16", "fp16") and not torch.cuda.is_available():
-            log.warning("precision %s requested without CUDA; using fp32 on CPU", precision)
-            return "fp32"
-        return precision
-    if not torch.cuda.is_available():
+# bf16 has tensor-core kernels from Ampere (sm80) on; a T4 (sm75) reports torch.cuda.is_bf16_supported() True
+# but emulates it, several times slower than fp16, so "auto" must look at the compute capability instead.
+BF16_MIN_CAPABILITY = (8, 0)
+# FlashAttention-2 kernels exist for sm80+ only (flash-attn README: "Ampere, Ada, or Hopper GPUs"); 2.6 added
+# the logit softcapping Gemma-2 needs.
+FLASH_MIN_CAPABILITY = (8, 0)
+FLASH_MIN_VERSION_SOFTCAP = (2, 6)
+SOFTCAP_MODEL_TYPES = ("gemma2",)   # models whose attention must apply logit softcapping (no sdpa)
+
+
+def precision_for_capability(capability: tuple[int, int] | None) -> str:
+    """'auto' precision for a GPU of this compute capability (None = CPU): bf16 on sm80+, fp16 below, fp32 on CPU."""
+    if capability is None:
         return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if tuple(capability) >= BF16_MIN_CAPABILITY else "fp16"
+
+
+def device_capability(device: str | torch.device | None = None) -> tuple[int, int] | None:
+    """Compute capability of ``device`` (default: this process's GPU), None on CPU or without CUDA."""
+    if not torch.cuda.is_available():
+        return None
+    device = torch.device(device) if device is not None else torch.device("cuda", local_rank())
+    if device.type != "cuda":
+        return None
+    return tuple(torch.cuda.get_device_capability(device))
+
+
+def resolve_precision(precision: str = "auto", device: str | torch.device | None = None) -> str:
+    """'bf16' / 'fp16' / 'fp32' for ``device``: auto = bf16 on sm80+ (A100/H100), fp16 on a T4, fp32 on CPU."""
+    capability = device_capability(device)
+    if precision == "auto":
+        return precision_for_capability(capability)
+    if precision in ("bf16", "fp16") and capability is None:
+        log.warning("precision %s requested without a CUDA device; using fp32 on CPU", precision)
+        return "fp32"
+    if precision == "bf16" and capability < BF16_MIN_CAPABILITY:
+        log.warning("precision bf16 on a GPU of compute capability %s: emulated and several times slower than "
+                    "fp16 there; precision='auto' picks fp16", capability)
+    return precision
 
 
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+PRECISION_OF_DTYPE = {v: k for k, v in TORCH_DTYPES.items()}
 
 
 def local_rank() -> int:
@@ -127,21 +171,45 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def attention_impl(model_type: str, requested: str = "auto") -> str | None:
-    """Attention kernel: Gemma-2 needs one that applies logit softcapping (eager, or flash-attn >= 2.6)."""
+def flash_attn_version() -> tuple[int, int] | None:
+    """(major, minor) of the importable flash_attn package, None when it is absent or broken."""
+    try:
+        import flash_attn  # noqa: F401 - installed but unimportable (wrong CUDA build) counts as absent
+        major, minor = (int(x) for x in importlib.metadata.version("flash_attn").split(".")[:2])
+        return major, minor
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def choose_attention(model_type: str, capability: tuple[int, int] | None, flash_version: tuple[int, int] | None,
+                     requested: str = "auto", supports_flash: bool = True) -> str | None:
+    """Attention kernel as a pure function of the GPU's compute capability and the installed flash-attn.
+
+    Gemma-2 needs softcapping: eager, or flash_attention_2 (flash-attn >= 2.6 on sm80+); never sdpa. Other
+    models get the library default (None = sdpa where supported). A T4 (sm75) never gets flash-attn.
+    """
+    softcap = model_type in SOFTCAP_MODEL_TYPES
+    flash_ok = (capability is not None and tuple(capability) >= FLASH_MIN_CAPABILITY and flash_version is not None
+                and supports_flash and (not softcap or tuple(flash_version) >= FLASH_MIN_VERSION_SOFTCAP))
     if requested != "auto":
+        if softcap and requested == "sdpa":
+            raise ValueError(f"attn_implementation='sdpa' cannot run {model_type} (no logit softcapping); use "
+                             "'auto', 'eager' or 'flash_attention_2'")
+        if requested == "flash_attention_2" and not flash_ok:
+            raise ValueError(f"attn_implementation='flash_attention_2' needs a GPU of compute capability >= "
+                             f"{FLASH_MIN_CAPABILITY} (this one: {capability}), an importable flash-attn "
+                             f"(found: {flash_version}; >= {FLASH_MIN_VERSION_SOFTCAP} for {model_type}) and a model "
+                             "that supports it; use 'auto'")
         return requested
-    if model_type != "gemma2":
-        return None   # library default (sdpa) is exact for models without softcapping
-    if torch.cuda.is_available():
-        try:
-            version = importlib.metadata.version("flash_attn")
-            major, minor = (int(x) for x in version.split(".")[:2])
-            if (major, minor) >= (2, 6):
-                return "flash_attention_2"
-        except (importlib.metadata.PackageNotFoundError, ValueError):
-            pass
-    return "eager"
+    if not softcap:
+        return None
+    return "flash_attention_2" if flash_ok else "eager"
+
+
+def attention_impl(model_type: str, requested: str = "auto", device: str | torch.device | None = None,
+                   supports_flash: bool = True) -> str | None:
+    """:func:`choose_attention` for ``device`` and the flash-attn installed here."""
+    return choose_attention(model_type, device_capability(device), flash_attn_version(), requested, supports_flash)
 
 
 # ---------------------------------------------------------------- weights
@@ -341,13 +409,39 @@ def _bnb_config(spec: ModelSpec, compute_dtype: torch.dtype) -> Any:
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
-def build_base(spec: ModelSpec, tokenizer: Any | None = None, source: str | None = None) -> tuple[nn.Module, Any]:
-    """The backbone with its classification head (no LoRA yet) and the tokenizer; weights dtype per spec."""
+# Public reports of bitsandbytes LLM.int8() inference vs 16-bit at the 8-13B scale: 2.4x slower (13B, Titan RTX,
+# 26.2 s vs 10.9 s: huggingface.co/Open-Orca/OpenOrcaxOpenChat-Preview2-13B/discussions/8) to 5.7x slower
+# (Llama-Guard-3-8B INT8 vs bf16 on an A100, 4 s vs 0.7 s: huggingface.co/meta-llama/Llama-Guard-3-8B-INT8/discussions/9).
+INT8_SLOWDOWN = (2.4, 5.7)
+
+
+def warn_8bit() -> str:
+    """Warn (and return the message) that 8-bit inference is several times slower than 4-bit or fp16."""
+    import warnings
+
+    msg = (f"quantization='8bit': bitsandbytes LLM.int8() runs {INT8_SLOWDOWN[0]}-{INT8_SLOWDOWN[1]}x slower than "
+           "16-bit in public reports at 8-13B (its outlier decomposition is extra work per matmul); on a T4 prefer "
+           "'4bit' (a 9B fits one 16 GB T4) or fp16 for models that fit. See kagglelib.plan for the time estimate.")
+    log.warning(msg)
+    warnings.warn(msg, UserWarning, stacklevel=3)
+    return msg
+
+
+def build_base(spec: ModelSpec, tokenizer: Any | None = None, source: str | None = None,
+               device: str | torch.device | None = None) -> tuple[nn.Module, Any]:
+    """The backbone with its classification head (no LoRA yet) and the tokenizer; weights dtype per spec.
+
+    ``device`` (default: this process's GPU, else CPU) is where a GPU load is placed (``device_map``), and whose
+    compute capability decides precision 'auto', the 4-bit compute dtype and the attention kernel.
+    """
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     source = source or resolve_backbone(spec.backbone, spec.allow_download)
     tokenizer = tokenizer or load_tokenizer(source, spec.task)
-    precision = resolve_precision(spec.precision)
+    if device is None:
+        device = f"cuda:{local_rank()}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    precision = resolve_precision(spec.precision, device)
     quant = _bnb_config(spec, TORCH_DTYPES[precision]) if spec.quantization != "none" else None
     # Frozen LoRA bases are held in the half-precision dtype; fully fine-tuned weights stay fp32 (AMP trains them).
     dtype = TORCH_DTYPES[precision] if (spec.use_lora and precision != "fp32") else torch.float32
@@ -360,15 +454,16 @@ def build_base(spec: ModelSpec, tokenizer: Any | None = None, source: str | None
         from transformers import AutoConfig
         model_type = AutoConfig.from_pretrained(source, local_files_only=not spec.allow_download).model_type
         kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": not spec.allow_download}
-        attn = attention_impl(model_type, spec.attn_implementation)
+        attn = attention_impl(model_type, spec.attn_implementation, device)
         if attn:
             kwargs["attn_implementation"] = attn
         if spec.task == "classifier":
             kwargs["num_labels"] = 3
         if quant is not None:
             kwargs["quantization_config"] = quant
-        if quant is not None or (torch.cuda.is_available() and spec.use_lora):
-            kwargs["device_map"] = {"": local_rank()}   # load straight onto this process's GPU (DDP-safe)
+        if device.type == "cuda" and (quant is not None or spec.use_lora):
+            # Straight onto the requested GPU: cuda:1's predictor must not land on GPU 0 (DDP: this rank's GPU).
+            kwargs["device_map"] = {"": str(device)}
         try:
             model = auto.from_pretrained(source, **kwargs)
         except OSError as err:
@@ -380,6 +475,16 @@ def build_base(spec: ModelSpec, tokenizer: Any | None = None, source: str | None
     else:
         model.config.arena_label_token_ids = label_token_ids(tokenizer)
     return model, tokenizer
+
+
+def modules_to_save(model: nn.Module) -> list[str]:
+    """Modules trained in full and saved with a LoRA adapter: the head, and DeBERTa's newly initialised pooler."""
+    names = [head_name(model)]
+    # DebertaV2ForSequenceClassification adds a ContextPooler (dense + activation) that the checkpoints lack:
+    # left out, it would stay random and frozen (and LoRA on its 'dense' would adapt noise).
+    if isinstance(getattr(model, "pooler", None), nn.Module) and model.config.model_type in ("deberta-v2", "deberta"):
+        names.append("pooler")
+    return names
 
 
 def build_model(spec: ModelSpec) -> tuple[nn.Module, Any]:
@@ -395,7 +500,7 @@ def build_model(spec: ModelSpec) -> tuple[nn.Module, Any]:
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
     if spec.use_lora:
         from peft import LoraConfig, get_peft_model
-        heads = [head_name(model)] if spec.task == "classifier" else None
+        heads = modules_to_save(model) if spec.task == "classifier" else None
         config = LoraConfig(
             r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
             target_modules=lora_targets(spec, model_type), modules_to_save=heads, bias="none",
@@ -496,13 +601,20 @@ def load_for_inference(run_dir: str | Path, device: str | torch.device | None = 
     model_dir = run_dir / "model"
     if not model_dir.is_dir():
         raise FileNotFoundError(f"{model_dir} not found: the run has no saved model (did training finish?)")
-    spec = spec_from(cfg, quantization=quantization)
     if device is None:
         device = f"cuda:{local_rank()}" if torch.cuda.is_available() else "cpu"
+    # Precision (and so the 4-bit compute dtype) follows the inference GPU, not the training one: an A100 bf16
+    # run re-quantised for a T4 computes in fp16. A saved PiSSA adapter is plain LoRA (see _save_pissa_as_lora).
+    precision = PRECISION_OF_DTYPE[dtype] if dtype is not None else resolve_precision("auto", device)
+    # A quantisation override applies to LoRA bases only (full fine-tunes load as saved).
+    spec = spec_from(cfg, quantization=quantization if cfg.get("use_lora") else None, precision=precision,
+                     lora_init="default")
+    if spec.quantization == "8bit":
+        warn_8bit()
     tokenizer = load_tokenizer(str(model_dir), spec.task)
     if spec.use_lora:
         from peft import PeftModel
-        base, _ = build_base(spec, tokenizer=tokenizer)
+        base, _ = build_base(spec, tokenizer=tokenizer, device=device)
         model = PeftModel.from_pretrained(base, str(model_dir))
         if merge and spec.quantization == "none":
             model = model.merge_and_unload()

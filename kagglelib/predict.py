@@ -70,12 +70,14 @@ def _model_attr(model: nn.Module, name: str) -> Any:
 def predict_probs(model: nn.Module, input_ids_list: Sequence[Sequence[int]], task: str = "classifier",
                   batch_tokens: int = 16384, device: str | torch.device | None = None,
                   pad_token_id: int | None = None, label_token_ids: Sequence[int] | None = None,
-                  autocast_dtype: torch.dtype | None = None, progress: bool = True) -> np.ndarray:
+                  autocast_dtype: torch.dtype | None = None, progress: bool = True,
+                  row_ids: Sequence[Any] | None = None) -> np.ndarray:
     """(n, 3) softmax probabilities in the original row order.
 
     ``pad_token_id`` / ``label_token_ids`` default to ``model.config.pad_token_id`` /
     ``model.config.arena_label_token_ids`` (set by :mod:`kagglelib.models`). ``autocast_dtype`` (e.g.
     torch.float16 on a T4) runs the forward under CUDA autocast; ``None`` uses the weights' dtype.
+    Non-finite outputs (fp16 overflow) raise :class:`NonFiniteError` naming the rows (``row_ids``, else positions).
     """
     n = len(input_ids_list)
     if n == 0:
@@ -108,4 +110,21 @@ def predict_probs(model: nn.Module, input_ids_list: Sequence[Sequence[int]], tas
                 out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     finally:
         model.train(was_training)
+    check_finite(out, row_ids)
     return out
+
+
+class NonFiniteError(FloatingPointError):
+    """Predictions with NaN/inf: raised instead of letting them reach a cache, a blend or a submission."""
+
+
+def check_finite(probs: np.ndarray, row_ids: Sequence[Any] | None = None, what: str = "predictions") -> np.ndarray:
+    """``probs`` unchanged if every value is finite, else :class:`NonFiniteError` listing the bad rows' ids."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(probs, dtype=np.float64)).all(axis=1))
+    if len(bad):
+        names = [row_ids[i] for i in bad[:20]] if row_ids is not None else bad[:20].tolist()
+        raise NonFiniteError(
+            f"{what}: {len(bad)} of {len(probs)} rows are not finite (NaN/inf; fp16 overflow?), "
+            f"{'ids' if row_ids is not None else 'rows'} {names}{' ...' if len(bad) > 20 else ''}. The run is stopped "
+            "and nothing is cached; use precision='fp32'/'bf16' for this model or check the weights.")
+    return probs

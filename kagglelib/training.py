@@ -141,12 +141,17 @@ class GemmaTrainConfig(TrainConfig):
 
     run_name: str = "gemma_lora"
     PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
+        # `python -m kagglelib.plan --profile colab-a100 --notebook 03`: 9B bf16 LoRA, 27 GiB of an A100-40's 39,
+        # 3.6e18 FLOP, ~9.6 h at 35% of 312 TFLOP/s (Colab Pro+ sessions: 24 h; checkpoints every 200 steps).
         "colab-a100": {**_GEMMA_COMMON, "backbone": "google/gemma-2-9b-it", "quantization": "none",
                        "precision": "bf16", "allow_download": True, "max_length": 2048, "batch_size": 4,
                        "eval_batch_size": 8, "grad_accum": 4},
-        "kaggle-t4": {**_GEMMA_COMMON, "backbone": "google/gemma-2-9b-it", "quantization": "4bit",
-                      "precision": "fp16", "allow_download": False, "max_length": 1024, "batch_size": 2,
-                      "eval_batch_size": 4, "grad_accum": 8},
+        # The 9B does not fit a 12 h T4 session (plan: 3.0e18 FLOP, ~60 h 4-bit on one T4). Gemma-2-2B in fp16
+        # (4.9 GiB of weights, no 4-bit dequantisation cost) over the whole training fold once, without swap
+        # copies (TTA covers order at inference): 3.7e17 FLOP, 6.9 GiB peak, ~5.7 h, half the session spare.
+        "kaggle-t4": {**_GEMMA_COMMON, "backbone": "google/gemma-2-2b-it", "quantization": "none",
+                      "precision": "fp16", "allow_download": False, "max_length": 1024, "batch_size": 4,
+                      "eval_batch_size": 8, "grad_accum": 4, "swap_aug": "none"},
         # Smoke run on CPU: random tiny Gemma-2, exercises LoRA + PiSSA + 3-layer head + checkpoint/resume.
         "cpu-sample": {"backbone": "tiny-gemma2", "head_layers": 3, "freeze_layers": 0, "use_lora": True, "lora_r": 8, "lora_alpha": 16,
                        "lora_init": "pissa_niter_4", "quantization": "none", "gradient_checkpointing": False,
@@ -164,9 +169,12 @@ class EncoderTrainConfig(TrainConfig):
 
     run_name: str = "encoder"
     PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
-        "colab-a100": {**_ENCODER_COMMON, "backbone": "microsoft/deberta-v3-large", "gradient_checkpointing": False,
+        # Plan: without checkpointing 8x1536 needs ~64 GiB of activations (DeBERTa's 16 heads x 1536^2 scores per
+        # layer); with it 12.8 GiB of an A100-40, ~1.2 h.
+        "colab-a100": {**_ENCODER_COMMON, "backbone": "microsoft/deberta-v3-large", "gradient_checkpointing": True,
                        "precision": "bf16", "allow_download": True, "max_length": 1536, "batch_size": 8,
                        "eval_batch_size": 16, "grad_accum": 2},
+        # Plan: full fine-tune fp16, 9.8 GiB of 15, 3.9e17 FLOP, ~5.7 h on one T4 (2 epochs, swap copies).
         "kaggle-t4": {**_ENCODER_COMMON, "backbone": "microsoft/deberta-v3-large", "gradient_checkpointing": True,
                       "precision": "fp16", "allow_download": False, "max_length": 1024, "batch_size": 4,
                       "eval_batch_size": 8, "grad_accum": 4},
@@ -283,6 +291,7 @@ class ArenaTrainer(Trainer):
         self.label_smoothing, self.rdrop_alpha, self.head_lr, self.ema = label_smoothing, rdrop_alpha, head_lr, ema
         # Our loss is a per-row mean: let the Trainer divide it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
+        self.eval_probs: dict[int, np.ndarray] = {}   # validation probabilities per evaluated step (reused at the end)
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
@@ -326,13 +335,29 @@ class ArenaTrainer(Trainer):
         # Keep evaluation in dataset order (already length-sorted); the Trainer would length-group it randomly.
         return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
+    def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
+        output = super().evaluation_loop(*args, **kwargs)
+        if kwargs.get("metric_key_prefix", "eval") == "eval" and output.predictions is not None:
+            self.eval_probs[int(self.state.global_step)] = probs_from_predictions(output.predictions)
+        return output
+
+    def final_eval_probs(self) -> np.ndarray | None:
+        """Validation probabilities of the final weights if an evaluation already computed them, else None."""
+        step = int(self.state.global_step)
+        if self.args.load_best_model_at_end and self.state.best_model_checkpoint:
+            step = int(str(self.state.best_model_checkpoint).rstrip("/").rsplit("-", 1)[-1])
+        elif self.ema is not None and self.ema.best is not None:
+            step = self.ema.best_step
+        return self.eval_probs.get(step)
+
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
         if self.ema is None:
             return super().evaluate(*args, **kwargs)
         self.ema.swap(self.model)
         try:
             out = super().evaluate(*args, **kwargs)
-            self.ema.note_eval(self.model, out.get(f"{kwargs.get('metric_key_prefix', 'eval')}_log_loss"))
+            self.ema.note_eval(self.model, out.get(f"{kwargs.get('metric_key_prefix', 'eval')}_log_loss"),
+                               int(self.state.global_step))
             return out
         finally:
             self.ema.swap(self.model)
@@ -352,11 +377,12 @@ class EmaCallback(TrainerCallback):
         self.shadow = {n: p.detach().float().clone() for n, p in model.named_parameters() if p.requires_grad}
         self.best: dict[str, torch.Tensor] | None = None
         self.best_loss = float("inf")
+        self.best_step = -1
 
-    def note_eval(self, model: nn.Module, loss: float | None) -> None:
+    def note_eval(self, model: nn.Module, loss: float | None, step: int = -1) -> None:
         """Called while the averaged weights are in the model: remember them if this evaluation is the best."""
         if self.keep_best and loss is not None and loss < self.best_loss:
-            self.best_loss = float(loss)
+            self.best_loss, self.best_step = float(loss), step
             self.best = {n: p.detach().float().clone() for n, p in _unwrap(model).named_parameters()
                          if n in self.shadow}
 
@@ -405,6 +431,15 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") and isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
+class EvaluateAtEnd(TrainerCallback):
+    """Evaluate after the last step (newer transformers do it themselves): its predictions are the final ones,
+    so the validation fold is predicted once per evaluation and never again after training."""
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step >= state.max_steps:
+            control.should_evaluate = True
+
+
 class InterruptAt(TrainerCallback):
     """Simulated disconnect: raise right after the checkpoint at step ``step`` is written."""
 
@@ -422,8 +457,11 @@ class TrainingInterrupted(RuntimeError):
 
 # ---------------------------------------------------------------- orchestration
 
-def training_arguments(cfg: TrainConfig, n_train_rows: int, world_size: int, out_dir: Path) -> TrainingArguments:
-    """TrainingArguments for the run: steps, schedule, precision, eval/save cadence, DDP backend."""
+def training_argument_kwargs(cfg: TrainConfig, n_train_rows: int, world_size: int, out_dir: Path) -> dict[str, Any]:
+    """TrainingArguments keywords valid for the installed transformers (renamed options picked by its signature)."""
+    import inspect
+
+    accepted = inspect.signature(TrainingArguments.__init__).parameters
     precision = models.resolve_precision(cfg.precision)
     per_epoch = max(1, -(-n_train_rows // (cfg.batch_size * world_size * cfg.grad_accum)))
     total = cfg.max_steps if cfg.max_steps and cfg.max_steps > 0 else int(np.ceil(per_epoch * cfg.epochs))
@@ -434,22 +472,46 @@ def training_arguments(cfg: TrainConfig, n_train_rows: int, world_size: int, out
         raise ValueError(f"early stopping restores the best checkpoint: save_steps ({save_steps}) must be a "
                          f"multiple of eval_steps ({eval_steps})")
     cuda = torch.cuda.is_available()
-    return TrainingArguments(
+    kwargs: dict[str, Any] = dict(
         output_dir=str(out_dir), per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.eval_batch_size, gradient_accumulation_steps=cfg.grad_accum,
         num_train_epochs=cfg.epochs, max_steps=total, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
-        lr_scheduler_type=cfg.scheduler, warmup_steps=float(cfg.warmup_ratio), optim="adamw_torch",
+        # Whole steps: warmup_ratio was removed in 5.x and a float warmup_steps means a ratio only there.
+        lr_scheduler_type=cfg.scheduler, warmup_steps=int(np.ceil(total * cfg.warmup_ratio)), optim="adamw_torch",
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not cuda,
-        # QLoRA enables checkpointing in prepare_model_for_kbit_training already.
-        activation_checkpointing=cfg.gradient_checkpointing and cfg.quantization == "none",
-        activation_checkpointing_kwargs={"use_reentrant": False},
-        train_sampling_strategy="group_by_length", eval_strategy="steps", eval_steps=eval_steps,
+        eval_strategy="steps", eval_steps=eval_steps,
         save_strategy="steps", save_steps=save_steps, save_total_limit=cfg.save_total_limit,
         load_best_model_at_end=load_best, metric_for_best_model="log_loss", greater_is_better=False,
         logging_steps=min(cfg.logging_steps, max(1, eval_steps)), logging_first_step=True,
         label_names=["labels"], remove_unused_columns=False, report_to="none", seed=cfg.seed, data_seed=cfg.seed,
         disable_tqdm=not cfg.progress, dataloader_num_workers=0,
         ddp_backend="gloo" if world_size > 1 and not cuda else None, ddp_find_unused_parameters=False)
+    # QLoRA enables checkpointing in prepare_model_for_kbit_training already.
+    checkpointing = cfg.gradient_checkpointing and cfg.quantization == "none"
+    # activation_checkpointing* / train_sampling_strategy replaced gradient_checkpointing* / group_by_length
+    # in transformers 5.x; the floor (requirements.txt) has only the old names.
+    prefix = "activation" if "activation_checkpointing" in accepted else "gradient"
+    kwargs[f"{prefix}_checkpointing"] = checkpointing
+    kwargs[f"{prefix}_checkpointing_kwargs"] = {"use_reentrant": False}
+    if "train_sampling_strategy" in accepted:
+        kwargs["train_sampling_strategy"] = "group_by_length"
+    else:
+        kwargs["group_by_length"] = True
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise TypeError(f"TrainingArguments of transformers {transformers_version()} lacks {unknown}; "
+                        "requirements.txt states the supported range")
+    return kwargs
+
+
+def transformers_version() -> str:
+    import transformers
+    return transformers.__version__
+
+
+def training_arguments(cfg: TrainConfig, n_train_rows: int, world_size: int, out_dir: Path) -> TrainingArguments:
+    """TrainingArguments for the run: steps, schedule, precision, eval/save cadence, DDP backend."""
+    return TrainingArguments(**training_argument_kwargs(cfg, n_train_rows, world_size, out_dir))
 
 
 def _peak_memory_mb() -> float:
@@ -519,7 +581,7 @@ def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | N
     # Validation rows sorted by length (less padding); predictions are put back in file order below.
     order = np.argsort([-len(r["input_ids"]) for r in splits.valid], kind="stable")
     ema = EmaCallback(model, cfg.ema_decay, keep_best=cfg.early_stopping_patience > 0) if cfg.ema_decay > 0 else None
-    cbs = list(callbacks or [])
+    cbs = list(callbacks or []) + [EvaluateAtEnd()]
     if ema:
         cbs.append(ema)
     if cfg.early_stopping_patience > 0:
@@ -558,9 +620,12 @@ def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | N
     if ema:
         ema.use_best()            # with early stopping: the average at the best evaluation
         ema.swap(trainer.model)   # final weights = the average
-    pred = trainer.predict([splits.valid[i] for i in order])
+    # The last evaluation already predicted the fold with the final weights (resumed runs may lack it).
+    sorted_probs = trainer.final_eval_probs()
+    if sorted_probs is None:
+        sorted_probs = probs_from_predictions(trainer.predict([splits.valid[i] for i in order]).predictions)
     probs = np.empty((len(order), 3))
-    probs[order] = probs_from_predictions(pred.predictions)
+    probs[order] = sorted_probs
     labels = splits.valid_df["label"].to_numpy()
     prior = metrics.prior_probs(splits.train_labels, len(labels))
     train_hist, eval_hist = history_from_logs(trainer.state.log_history)

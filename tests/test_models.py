@@ -35,11 +35,12 @@ def test_trainable_params_match_lora_config(backbone, targets, freeze):
     layers = models.transformer_layers(base)
     frozen = {id(m) for layer in list(layers)[:freeze] for m in layer.modules()}
     assert models.lora_targets(spec, base.config.model_type) == targets.split(",")
-    head = getattr(base, models.head_name(base))
-    expected = sum(p.numel() for p in head.parameters())
+    # Trained in full: the head, and DeBERTa's newly initialised pooler (no LoRA on them).
+    saved = models.modules_to_save(base)
+    expected = sum(p.numel() for n in saved for p in getattr(base, n).parameters())
     for name, m in base.named_modules():
         if isinstance(m, nn.Linear) and name.split(".")[-1] in targets.split(",") and id(m) not in frozen \
-                and not name.startswith(models.HEAD_NAMES):
+                and not name.startswith(tuple(saved)):
             expected += spec.lora_r * (m.in_features + m.out_features)
     model, _ = models.build_model(spec)
     trainable, total = models.count_parameters(model)
