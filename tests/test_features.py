@@ -131,6 +131,8 @@ def test_pair_forms_antisymmetric() -> None:
     assert ab["x_logratio"][1] == 0
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
 def test_minilm_embeddings_cached(tmp_path) -> None:
     texts = ["How do I bake bread?", "A recipe for bread: flour, water, salt, yeast.", "How do I bake bread?"]
     emb = embed_texts(texts, cache_dir=tmp_path, batch_size=2)

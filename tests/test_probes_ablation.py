@@ -135,6 +135,7 @@ def test_kaggle_package(tmp_path):
     assert "kaggle competitions submit" in (out / "COMMANDS.txt").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_seeds_grid_trains_each_factor_and_a_tta_twin(tmp_path):
     from kagglelib.data import load_arena, swap_ab, swap_probs
