@@ -257,7 +257,3 @@ def make_folds(df: pd.DataFrame, n_splits: int = 5, seed: int = 42) -> np.ndarra
         folds[valid_idx] = k
     return folds
 
-
-def one_hot(labels: np.ndarray, n_classes: int = 3) -> np.ndarray:
-    """One-hot float matrix from integer labels."""
-    return np.eye(n_classes)[np.asarray(labels, dtype=np.int64)]

@@ -87,7 +87,7 @@ class TrainConfig(RunConfig):
     eval_batch_size: int | None = None
     grad_accum: int | None = None
     lr: float | None = None
-    head_lr: float | None = None           # learning rate of the classification head (None = lr)
+    head_lr: float | None = None           # learning rate of the classification head (None: the profile's)
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     scheduler: str | None = None           # cosine | linear
@@ -431,6 +431,7 @@ def training_arguments(cfg: TrainConfig, n_train_rows: int, world_size: int, out
         output_dir=str(out_dir), per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.eval_batch_size, gradient_accumulation_steps=cfg.grad_accum,
         num_train_epochs=cfg.epochs, max_steps=total, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
+        # transformers 5 dropped warmup_ratio: a warmup_steps value below 1 is read as that share of the total steps.
         lr_scheduler_type=cfg.scheduler, warmup_steps=float(cfg.warmup_ratio), optim="adamw_torch",
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not cuda,
         # QLoRA enables checkpointing in prepare_model_for_kbit_training already.

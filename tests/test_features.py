@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 
 from kagglelib.data import load_arena, swap_ab
-from kagglelib.features import (FeatureConfig, PairFeaturizer, embed_texts, join_turns, length_columns,
-                                pair_forms, swap_features, text_stats, truncate)
+from kagglelib.features import (FeatureConfig, PairFeaturizer, embed_texts, length_columns, pair_forms,
+                                swap_features, text_stats, truncate)
 from kagglelib.paths import sample_paths
+from kagglelib.text import join_turns
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import json
 import re
@@ -11,6 +12,8 @@ import numpy as np
 import pandas as pd
 import papermill as pm
 import pytest
+
+from kagglelib.config import MISSPELLING_CUTOFF
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -35,6 +38,10 @@ def test_notebook_contract(nb):
     config_cls = getattr(importlib.import_module(f"kagglelib.{module or 'config'}"), cls)
     missing = {f.name for f in dataclasses.fields(config_cls)} - set(params)
     assert not missing, f"{config_name} fields missing from the parameters cell: {sorted(missing)}"
+    # Notebook-only switches (03's demo_resume) must not read as a misspelt field, or from_params rejects them.
+    fields = [f.name for f in dataclasses.fields(config_cls)]
+    for extra in set(params) - set(fields):
+        assert not difflib.get_close_matches(extra, fields, 1, MISSPELLING_CUTOFF), f"{extra} looks like a typo"
 
 
 # Small settings so the whole chain runs in a couple of minutes on 2 cores; run_all.sh uses the defaults.

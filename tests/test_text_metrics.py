@@ -11,7 +11,7 @@ from sklearn.metrics import log_loss as sk_log_loss
 from conftest import TEST
 from kagglelib import metrics, paths
 from kagglelib.submission import validate_submission, write_submission
-from kagglelib.text import TextConfig, encode_pairs, head_tail, head_tail_text, render_side, special_template
+from kagglelib.text import TextConfig, encode_pairs, head_tail, head_tail_text, special_template
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +29,6 @@ def test_head_tail_keeps_first_and_last():
     assert head_tail(seq, 200) == seq
     assert head_tail(seq, 10, 1.0) == list(range(10))
     assert head_tail_text("abcdefghij" * 10, 20).startswith("abcde") and len(head_tail_text("x" * 1000, 20)) == 20
-
-
-def test_render_side_interleaves_and_pads():
-    text = render_side(["q1", "q2"], ["r1"], "b")
-    assert text == "<user>: q1\n<response_b>: r1\n<user>: q2\n<response_b>: \n"
 
 
 def test_encode_pairs_budget_and_order(tokenizer, train_df):
