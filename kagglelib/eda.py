@@ -61,19 +61,25 @@ def longer_wins_rate(df: pd.DataFrame) -> dict[str, float]:
     decisive = (df["label"].to_numpy() != 2) & (lengths["chars_diff"].to_numpy() != 0)
     longer_a = lengths["chars_diff"].to_numpy()[decisive] > 0
     a_won = df["label"].to_numpy()[decisive] == 0
-    n = int(decisive.sum())
-    rate = float(np.mean(longer_a == a_won)) if n else float("nan")
-    half = 1.96 * np.sqrt(rate * (1 - rate) / n) if n else float("nan")
-    return {"rows": n, "longer_wins": rate, "ci_low": rate - half, "ci_high": rate + half}
+    rate, low, high = share_interval(int((longer_a == a_won).sum()), int(decisive.sum()))
+    return {"rows": int(decisive.sum()), "longer_wins": rate, "ci_low": low, "ci_high": high}
 
 
 def position_rates(df: pd.DataFrame) -> dict[str, float]:
     """A-wins vs B-wins among decisive battles, with a 95% normal-approximation CI on the A share."""
     labels = df["label"].to_numpy()
     a, b = int((labels == 0).sum()), int((labels == 1).sum())
-    share = a / (a + b) if a + b else float("nan")
-    half = 1.96 * np.sqrt(share * (1 - share) / (a + b)) if a + b else float("nan")
-    return {"a_wins": a, "b_wins": b, "a_share_of_decisive": share, "ci_low": share - half, "ci_high": share + half}
+    share, low, high = share_interval(a, a + b)
+    return {"a_wins": a, "b_wins": b, "a_share_of_decisive": share, "ci_low": low, "ci_high": high}
+
+
+def share_interval(hits: int, n: int) -> tuple[float, float, float]:
+    """``hits / n`` with its 95% normal-approximation interval (NaNs when n is 0)."""
+    if not n:
+        return float("nan"), float("nan"), float("nan")
+    share = hits / n
+    half = 1.96 * np.sqrt(share * (1 - share) / n)
+    return share, share - half, share + half
 
 
 def response_similarity(df: pd.DataFrame) -> np.ndarray:

@@ -72,3 +72,15 @@ def test_looks_like_parameter():
     assert not looks_like_parameter("pd", pd) and not looks_like_parameter("In", [""])
     assert not looks_like_parameter("_i3", "x") and not looks_like_parameter("cfg", {"a": 1})
     assert not looks_like_parameter("read", open)
+
+
+def test_position_and_longer_wins_shares_with_intervals():
+    df = pd.DataFrame({"id": range(4), "prompt": [["q"]] * 4, "response_a": [["aaaa"], ["a"], ["aaaa"], ["a"]],
+                       "response_b": [["b"], ["bbbb"], ["b"], ["b"]], "label": [0, 1, 1, 2]})
+    pos = eda.position_rates(df)
+    half = 1.96 * (1 / 3 * 2 / 3 / 3) ** 0.5
+    assert (pos["a_wins"], pos["b_wins"]) == (1, 2) and pos["a_share_of_decisive"] == pytest.approx(1 / 3)
+    assert (pos["ci_low"], pos["ci_high"]) == pytest.approx((1 / 3 - half, 1 / 3 + half))
+    longer = eda.longer_wins_rate(df)                    # the tie is left out; the longer side won 2 of 3
+    assert longer["rows"] == 3 and longer["longer_wins"] == pytest.approx(2 / 3)
+    assert all(v != v for v in eda.share_interval(0, 0))   # no rows: NaN, not a division error
