@@ -7,7 +7,6 @@ from scipy.optimize import minimize_scalar
 
 from . import metrics
 from .data import LABEL_NAMES
-from .metrics import EPS
 
 
 def _as_logits(x: np.ndarray) -> np.ndarray:
@@ -16,7 +15,7 @@ def _as_logits(x: np.ndarray) -> np.ndarray:
     if x.ndim != 2:
         raise ValueError(f"expected an (n, classes) array, got shape {x.shape}")
     is_probs = (x >= 0).all() and (x <= 1).all() and np.allclose(x.sum(axis=1), 1.0, atol=1e-4)
-    return np.log(np.clip(x, EPS, 1.0)) if is_probs else x
+    return np.log(np.clip(x, metrics.EPS, 1.0)) if is_probs else x
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -3,6 +3,8 @@
 A notebook's ``parameters`` cell holds flat literals; the next cell calls
 ``cfg = from_params(SomeConfig, globals())``, which picks the dataclass's fields out of the
 notebook namespace, fills every field left as ``None`` from the profile's defaults, and checks it.
+Other names are ignored, except a lower_snake_case literal close to a field name: that is a misspelt
+parameter and an error ("did you mean ...?").
 """
 from __future__ import annotations
 
@@ -70,6 +72,12 @@ def comma_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+PARAMETER_NAME = re.compile(r"[a-z][a-z0-9_]*")
+# difflib similarity from which an unknown name counts as a misspelt field: catches a dropped, doubled or swapped
+# letter ("learing_rate", "n_fold", "max_lenght"), not a different word ("demo_resume" vs "resume" is 0.71).
+MISSPELLING_CUTOFF = 0.8
+
+
 def looks_like_parameter(name: str, value: Any) -> bool:
     """A name a parameters cell or papermill could have set: lower_snake_case, holding a plain literal.
 
@@ -86,9 +94,6 @@ def _is_literal(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
-PARAMETER_NAME = re.compile(r"[a-z][a-z0-9_]*")
-
-
 def from_params(cls: type[T], namespace: dict[str, Any]) -> T:
     """Build ``cls`` from the names a notebook's parameters cell defined (papermill overrides included).
 
@@ -103,11 +108,6 @@ def from_params(cls: type[T], namespace: dict[str, Any]) -> T:
             if close:
                 raise ValueError(f"{cls.__name__}: unknown parameter {name!r}; did you mean {close[0]!r}?")
     return cls(**{k: v for k, v in namespace.items() if k in fields})
-
-
-# difflib similarity from which an unknown name counts as a misspelt field: catches a dropped, doubled or swapped
-# letter ("learing_rate", "n_fold", "max_lenght"), not a different word ("demo_resume" vs "resume" is 0.71).
-MISSPELLING_CUTOFF = 0.8
 
 
 def save_config(cfg: Any, run_dir: str | Path | None = None, **extra: Any) -> Path:
