@@ -2,7 +2,8 @@
 # Run the numbered notebooks in order, headless with papermill, or the test suite.
 #
 #   bash run_all.sh           # every notebook on the bundled sample (CPU), executed copies in outputs/notebooks/
-#   bash run_all.sh test      # the test suite (pytest); extra arguments go to pytest
+#   bash run_all.sh test      # the whole test suite, every tier (CI runs this); extra arguments go to pytest
+#   bash run_all.sh test-fast # the fast tier: pytest -m "not slow and not notebooks and not ddp" (under a minute)
 #   bash run_all.sh setup     # only prepare the environment
 #
 # Settings (environment variables):
@@ -90,6 +91,7 @@ setup
 case "${1:-run}" in
   setup) echo "[run_all] environment ready: $PY" ;;
   test) shift; "$PY" -m pytest -q "$@" tests ;;
+  test-fast) shift; "$PY" -m pytest -q -m "not slow and not notebooks and not ddp" "$@" tests ;;
   run) run_notebooks ;;
-  *) echo "usage: bash run_all.sh [run|test|setup]" >&2; exit 2 ;;
+  *) echo "usage: bash run_all.sh [run|test|test-fast|setup]" >&2; exit 2 ;;
 esac

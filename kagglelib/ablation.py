@@ -1,20 +1,24 @@
-"""Ablation table, bootstrap intervals, calibration and bias reports, all read from ``<output_dir>/runs/*/``."""
+"""Notebook 06: the ablation table with bootstrap intervals, per-run calibration and bias probes, all read from
+``<output_dir>/runs/*/`` (``run_ablation`` writes them to ``<output_dir>/ablation/``), and the seeds' grid.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import metrics
-from .calibration import crossfit_temperature, fit_temperature
-from .config import RunConfig, comma_list
+from . import artifacts, metrics, plots
+from .artifacts import heldout_predictions, labels_and_probs, list_runs
+from .calibration import calibration_report
+from .config import RunConfig, save_config
 from .data import WINNER_COLUMNS
-from .io import read_json
-from .paths import heldout_file
-from .runs import RunError, staged_run, verify_run
+from .io import read_json, save_figure, write_csv, write_json, write_text
+from .probes import bias_frame, bias_report
+from .runs import staged_run
 
 # Settings shown in the table, with the config keys they may come from (first found wins).
 SETTINGS = {
@@ -48,35 +52,6 @@ class AblationConfig(RunConfig):
     }
 
 
-def list_runs(output_dir: str | Path, include: str = "", exclude: str = "") -> list[Path]:
-    """Model runs (config.json, metrics.json, held-out predictions) under ``output_dir/runs``, filtered by name.
-
-    Each must match its manifest (:func:`kagglelib.runs.verify_run`), else ``RunError`` names the run and file.
-    """
-    runs = sorted(p.parent for p in Path(output_dir).glob("runs/*/metrics.json")
-                  if (p.parent / "config.json").exists() and heldout_predictions(p.parent) is not None)
-    keep, drop = set(comma_list(include)), set(comma_list(exclude))
-    runs = [r for r in runs if (not keep or r.name in keep) and r.name not in drop]
-    for r in runs:   # a run from mixed generations or without a manifest is refused, not tabulated
-        try:
-            verify_run(r)
-        except RunError as err:
-            raise RunError(f"{err} (or leave it out of the table: exclude={r.name!r})") from None
-    return runs
-
-
-def heldout_predictions(run_dir: Path) -> pd.DataFrame | None:
-    """A run's labelled held-out predictions (oof.csv or valid_preds.csv), or None."""
-    path = heldout_file(run_dir)
-    df = pd.read_csv(path, dtype={"id": str}) if path is not None else None
-    return df if df is not None and "label" in df.columns else None
-
-
-def labels_and_probs(preds: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, (n, 3) probabilities) of a held-out predictions table."""
-    return preds["label"].to_numpy(dtype=np.int64), preds[list(WINNER_COLUMNS)].to_numpy(dtype=np.float64)
-
-
 def bootstrap_log_loss(labels: np.ndarray, probs: np.ndarray, n: int = 1000, seed: int = 0) -> tuple[float, float]:
     """95% percentile interval of the log loss over bootstrap resamples of the rows."""
     rng = np.random.default_rng(seed)
@@ -88,7 +63,7 @@ def bootstrap_log_loss(labels: np.ndarray, probs: np.ndarray, n: int = 1000, see
 
 def run_row(run_dir: Path, n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
     """One table row: the run's settings and its held-out metrics (recomputed from its predictions)."""
-    cfg, m = read_json(run_dir / "config.json"), read_json(run_dir / "metrics.json")
+    cfg, m = read_json(run_dir / artifacts.CONFIG), read_json(run_dir / artifacts.METRICS)
     row: dict[str, Any] = {"run": run_dir.name}
     for name, keys in SETTINGS.items():
         row[name] = next((cfg[k] for k in keys if cfg.get(k) not in (None, "")), "")
@@ -142,36 +117,17 @@ def to_markdown(table: pd.DataFrame, digits: int = 4) -> str:
     return "\n".join([head, sep, *body]) + "\n"
 
 
-def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> float:
-    """ECE of the top-class confidence: the bin-weighted |accuracy - confidence|."""
-    conf = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == labels
-    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
-    return float(sum(abs(correct[bins == b].mean() - conf[bins == b].mean()) * (bins == b).mean()
-                     for b in range(n_bins) if (bins == b).any()))
-
-
-def calibration_report(labels: np.ndarray, probs: np.ndarray, n_folds: int = 5, seed: int = 0) -> dict[str, float]:
-    """Log loss and ECE before/after temperature scaling; the 'after' figures are cross-fitted (honest)."""
-    scaled = crossfit_temperature(probs, labels, np.random.default_rng(seed).integers(0, n_folds, len(labels)))
-    return {"log_loss": metrics.log_loss(labels, probs), "ece": expected_calibration_error(labels, probs),
-            "temperature": fit_temperature(probs, labels), "log_loss_scaled": metrics.log_loss(labels, scaled),
-            "ece_scaled": expected_calibration_error(labels, scaled)}
-
-
 def ablation_dir(output_dir: str | Path) -> Path:
     """``<output_dir>/ablation``, created if needed."""
-    path = Path(output_dir) / "ablation"
+    path = Path(output_dir) / artifacts.ABLATION_DIR
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def save_table(table: pd.DataFrame, out_dir: Path) -> None:
     """``ablation_table.csv`` and ``ablation_table.md`` (written atomically)."""
-    from .io import write_csv, write_text
-
-    write_csv(table, out_dir / "ablation_table.csv")
-    write_text(to_markdown(table), out_dir / "ablation_table.md")
+    write_csv(table, out_dir / artifacts.ABLATION_TABLE_CSV)
+    write_text(to_markdown(table), out_dir / artifacts.ABLATION_TABLE_MD)
 
 
 def calibration_table(run_dirs: list[Path], seed: int = 0) -> tuple[pd.DataFrame, dict[str, tuple[np.ndarray, np.ndarray]]]:
@@ -187,42 +143,33 @@ def calibration_table(run_dirs: list[Path], seed: int = 0) -> tuple[pd.DataFrame
     return pd.DataFrame(rows), curves
 
 
-def probe_rows(run_dir: Path, n_rows: int, seed: int = 0) -> pd.DataFrame:
-    """Up to ``n_rows`` real battles the run held out (its train file, rows in its held-out predictions)."""
-    from .config import load_config
-    from .data import load_arena
-
-    train = load_arena(load_config(run_dir)["train_path"])
-    preds = heldout_predictions(run_dir)
-    if preds is not None:
-        train = train[train["id"].astype(str).isin(set(preds["id"].astype(str)))]
-    if len(train) > n_rows:
-        train = train.sample(n=n_rows, random_state=seed).sort_index()
-    return train.reset_index(drop=True)
-
-
-def bias_report(run_dirs: list[Path], n_rows: int, seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
-    """Probe figures per run, without and with swap TTA: {run: {"raw": {...}, "tta": {...}}}."""
-    from .inference import load_predictor, tta_predict
-    from .probes import run_probes
-
-    report: dict = {}
-    for run_dir in run_dirs:
-        try:
-            predict = load_predictor(run_dir)
-        except (ValueError, FileNotFoundError) as err:   # e.g. a logreg baseline keeps no models
-            report[run_dir.name] = {"skipped": str(err)}
-            continue
-        rows = probe_rows(run_dir, n_rows, seed)
-        report[run_dir.name] = {"raw": run_probes(predict, rows),
-                                "tta": run_probes(lambda df: tta_predict(predict, df), rows)}
-    return report
-
-
-def bias_frame(report: dict) -> pd.DataFrame:
-    """The bias report as a table: one row per run and mode (raw / tta)."""
-    return pd.DataFrame([{"run": run, "mode": mode, **figs} for run, modes in report.items()
-                         for mode, figs in modes.items() if mode != "skipped"])
+def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
+    """Notebook 06's work: (the grid,) table, calibration and bias probes of every run, written to <output_dir>/ablation/."""
+    out = ablation_dir(cfg.output_dir)
+    save_config(cfg, out)
+    if cfg.grid:
+        run_grid({"output_dir": cfg.output_dir, "train_path": cfg.train_path, "profile": cfg.profile})
+    runs = list_runs(cfg.output_dir, cfg.include, cfg.exclude)
+    if not runs:
+        raise FileNotFoundError(f"no finished runs under {Path(cfg.output_dir) / 'runs'} (a run needs config.json, "
+                                f"metrics.json and labelled held-out predictions; include={cfg.include!r}, "
+                                f"exclude={cfg.exclude!r}): run notebooks 02-04 first")
+    table = ablation_table(cfg.output_dir, cfg.include, cfg.exclude, cfg.n_bootstrap, cfg.seed)
+    save_table(table, out)
+    calibration, curves = calibration_table(runs, cfg.seed)
+    write_csv(calibration, out / artifacts.CALIBRATION_CSV)
+    report = bias_report(runs, cfg.probe_rows, cfg.seed)
+    write_json(report, out / artifacts.BIAS_REPORT)
+    bias = bias_frame(report)
+    figures = {"ablation": plots.ablation_points(table), "reliability": plots.reliability(curves)}
+    if len(bias):   # every run skipped (no model files to probe): no bias figure
+        figures["bias"] = plots.bias_bars(bias)
+    for name, fig in figures.items():
+        save_figure(fig, out / artifacts.ABLATION_FIGURES[name])
+        plt.close(fig)   # closed so a notebook shows each once, when it displays the returned figure
+    return {"out_dir": out, "runs": runs, "table": table, "calibration": calibration, "bias_report": report,
+            "bias": bias, "skipped": {run: r["skipped"] for run, r in report.items() if "skipped" in r},
+            "figures": figures}
 
 
 # The seeds' ablation: one reference fine-tune and one variant per factor, same data, fold and seed.

@@ -5,9 +5,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
 
+from . import metrics
 from .data import LABEL_NAMES
-
-EPS = 1e-15
 
 
 def _as_logits(x: np.ndarray) -> np.ndarray:
@@ -16,7 +15,7 @@ def _as_logits(x: np.ndarray) -> np.ndarray:
     if x.ndim != 2:
         raise ValueError(f"expected an (n, classes) array, got shape {x.shape}")
     is_probs = (x >= 0).all() and (x <= 1).all() and np.allclose(x.sum(axis=1), 1.0, atol=1e-4)
-    return np.log(np.clip(x, EPS, 1.0)) if is_probs else x
+    return np.log(np.clip(x, metrics.EPS, 1.0)) if is_probs else x
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -73,3 +72,27 @@ def reliability_table(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10) -
             rows.append({"class": name, "bin": int(b), "n": int(m.sum()), "mean_pred": float(p[m].mean()),
                          "observed": float(np.mean(labels[m] == j))})
     return pd.DataFrame(rows)
+
+
+def confidence_bins(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
+    """Rows binned by top-class confidence (equal-width bins on [0, 1]): rows, mean confidence, accuracy per bin."""
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == np.asarray(labels)
+    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
+    frame = pd.DataFrame({"bin": bins, "confidence": conf, "accuracy": correct.astype(np.float64)})
+    table = frame.groupby("bin").agg(n=("bin", "size"), confidence=("confidence", "mean"), accuracy=("accuracy", "mean"))
+    return table.reset_index()
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> float:
+    """ECE of the top-class confidence: the row-weighted mean of |accuracy - confidence| over the bins."""
+    t = confidence_bins(labels, probs, n_bins)
+    return float((t["n"] * (t["accuracy"] - t["confidence"]).abs()).sum() / t["n"].sum())
+
+
+def calibration_report(labels: np.ndarray, probs: np.ndarray, n_folds: int = 5, seed: int = 0) -> dict[str, float]:
+    """Log loss and ECE before/after temperature scaling; the 'after' figures are cross-fitted (honest)."""
+    scaled = crossfit_temperature(probs, labels, np.random.default_rng(seed).integers(0, n_folds, len(labels)))
+    return {"log_loss": metrics.log_loss(labels, probs), "ece": expected_calibration_error(labels, probs),
+            "temperature": fit_temperature(probs, labels), "log_loss_scaled": metrics.log_loss(labels, scaled),
+            "ece_scaled": expected_calibration_error(labels, scaled)}

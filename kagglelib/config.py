@@ -3,11 +3,15 @@
 A notebook's ``parameters`` cell holds flat literals; the next cell calls
 ``cfg = from_params(SomeConfig, globals())``, which picks the dataclass's fields out of the
 notebook namespace, fills every field left as ``None`` from the profile's defaults, and checks it.
+Other names are ignored, except a lower_snake_case literal close to a field name: that is a misspelt
+parameter and an error ("did you mean ...?").
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import platform
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,10 +72,42 @@ def comma_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+PARAMETER_NAME = re.compile(r"[a-z][a-z0-9_]*")
+# difflib similarity from which an unknown name counts as a misspelt field: catches a dropped, doubled or swapped
+# letter ("learing_rate", "n_fold", "max_lenght"), not a different word ("demo_resume" vs "resume" is 0.71).
+MISSPELLING_CUTOFF = 0.8
+
+
+def looks_like_parameter(name: str, value: Any) -> bool:
+    """A name a parameters cell or papermill could have set: lower_snake_case, holding a plain literal.
+
+    A notebook's globals also hold imports (modules, classes, functions), IPython's own names (``In``, ``_i3``)
+    and, on a re-run, the results of later cells (frames, figures, paths); none of those pass.
+    """
+    return bool(PARAMETER_NAME.fullmatch(name)) and _is_literal(value)
+
+
+def _is_literal(value: Any) -> bool:
+    """str, number, bool, None, or a list/tuple of them: what a parameters cell or ``papermill -p`` writes."""
+    if isinstance(value, (list, tuple)):
+        return all(_is_literal(v) for v in value)
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
 def from_params(cls: type[T], namespace: dict[str, Any]) -> T:
-    """Build ``cls`` from the names a notebook's parameters cell defined (papermill overrides included)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in namespace.items() if k in names})
+    """Build ``cls`` from the names a notebook's parameters cell defined (papermill overrides included).
+
+    Other names are ignored (papermill injects any ``-p`` it is given, a cell may hold notebook-only switches),
+    except a parameter-like name (see :func:`looks_like_parameter`) that is close to a field: a misspelt
+    setting would otherwise be dropped silently, so it is an error naming the field meant.
+    """
+    fields = [f.name for f in dataclasses.fields(cls)]
+    for name, value in namespace.items():
+        if name not in fields and looks_like_parameter(name, value):
+            close = difflib.get_close_matches(name, fields, n=1, cutoff=MISSPELLING_CUTOFF)
+            if close:
+                raise ValueError(f"{cls.__name__}: unknown parameter {name!r}; did you mean {close[0]!r}?")
+    return cls(**{k: v for k, v in namespace.items() if k in fields})
 
 
 def save_config(cfg: Any, run_dir: str | Path | None = None, **extra: Any) -> Path:

@@ -512,7 +512,3 @@ def check_trainable(df: pd.DataFrame, n_splits: int) -> None:
         raise ValueError(f"{where}: {len(df)} rows with {n_groups} distinct prompts cannot make {n_splits} folds "
                          f"(folds are grouped by prompt); use more rows or n_folds <= {max(n_groups, 1)}")
 
-
-def one_hot(labels: np.ndarray, n_classes: int = 3) -> np.ndarray:
-    """One-hot float matrix from integer labels."""
-    return np.eye(n_classes)[np.asarray(labels, dtype=np.int64)]

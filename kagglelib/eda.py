@@ -1,30 +1,34 @@
 """Exploratory tables of arena battles: labels, lengths, verbosity and position bias, ties, models."""
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
+from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .data import LABEL_NAMES
+from . import plots
+from .artifacts import EDA_FIGURES, METRICS
+from .config import RunConfig, save_config
+from .data import LABEL_NAMES, load_arena
+from .io import save_figure, write_json
+from .text import REFUSAL_PATTERN, join_turns
 
-# Phrases that open a refusal or an AI disclaimer; matched case-insensitively anywhere in a response.
-REFUSAL_RE = re.compile(
-    r"\b(?:i'?m sorry|i am sorry|i apologi[sz]e|i can(?:no|')t (?:help|assist|provide|comply|fulfil)|"
-    r"i'?m (?:not able|unable) to|i am (?:not able|unable) to|as an ai|as a language model|"
-    r"i cannot (?:help|assist|provide|comply)|i won'?t be able to)", re.IGNORECASE)
 
+@dataclass
+class EdaConfig(RunConfig):
+    """Notebook 01 parameters (EDA runs the same on every profile)."""
 
-def joined(df: pd.DataFrame, col: str) -> pd.Series:
-    """All turns of a text column joined by blank lines, one string per row."""
-    return df[col].map(lambda turns: "\n\n".join(turns))
+    run_name: str = "eda"            # figures and metrics.json go to <output_dir>/runs/<run_name>/
+    min_battles: int = 10            # models with fewer battles are left out of the per-model table
 
 
 def length_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per-row chars and turns of the prompt and both responses, plus the A-minus-B char difference."""
     out = pd.DataFrame({"id": df["id"].to_numpy()})
     for col in ("prompt", "response_a", "response_b"):
-        out[f"{col}_chars"] = joined(df, col).str.len().to_numpy()
+        out[f"{col}_chars"] = join_turns(df[col]).str.len().to_numpy()
     out["turns"] = df["prompt"].map(len).to_numpy()
     out["chars_diff"] = out["response_a_chars"] - out["response_b_chars"]
     return out
@@ -57,25 +61,31 @@ def longer_wins_rate(df: pd.DataFrame) -> dict[str, float]:
     decisive = (df["label"].to_numpy() != 2) & (lengths["chars_diff"].to_numpy() != 0)
     longer_a = lengths["chars_diff"].to_numpy()[decisive] > 0
     a_won = df["label"].to_numpy()[decisive] == 0
-    n = int(decisive.sum())
-    rate = float(np.mean(longer_a == a_won)) if n else float("nan")
-    half = 1.96 * np.sqrt(rate * (1 - rate) / n) if n else float("nan")
-    return {"rows": n, "longer_wins": rate, "ci_low": rate - half, "ci_high": rate + half}
+    rate, low, high = share_interval(int((longer_a == a_won).sum()), int(decisive.sum()))
+    return {"rows": int(decisive.sum()), "longer_wins": rate, "ci_low": low, "ci_high": high}
 
 
 def position_rates(df: pd.DataFrame) -> dict[str, float]:
     """A-wins vs B-wins among decisive battles, with a 95% normal-approximation CI on the A share."""
     labels = df["label"].to_numpy()
     a, b = int((labels == 0).sum()), int((labels == 1).sum())
-    share = a / (a + b) if a + b else float("nan")
-    half = 1.96 * np.sqrt(share * (1 - share) / (a + b)) if a + b else float("nan")
-    return {"a_wins": a, "b_wins": b, "a_share_of_decisive": share, "ci_low": share - half, "ci_high": share + half}
+    share, low, high = share_interval(a, a + b)
+    return {"a_wins": a, "b_wins": b, "a_share_of_decisive": share, "ci_low": low, "ci_high": high}
+
+
+def share_interval(hits: int, n: int) -> tuple[float, float, float]:
+    """``hits / n`` with its 95% normal-approximation interval (NaNs when n is 0)."""
+    if not n:
+        return float("nan"), float("nan"), float("nan")
+    share = hits / n
+    half = 1.96 * np.sqrt(share * (1 - share) / n)
+    return share, share - half, share + half
 
 
 def response_similarity(df: pd.DataFrame) -> np.ndarray:
     """Jaccard similarity of the lower-cased word sets of response A and response B (1 for two empty ones)."""
-    words_a = joined(df, "response_a").str.lower().str.findall(r"\w+").map(set)
-    words_b = joined(df, "response_b").str.lower().str.findall(r"\w+").map(set)
+    words_a = join_turns(df["response_a"]).str.lower().str.findall(r"\w+").map(set)
+    words_b = join_turns(df["response_b"]).str.lower().str.findall(r"\w+").map(set)
     return np.array([len(a & b) / len(a | b) if a | b else 1.0 for a, b in zip(words_a, words_b)])
 
 
@@ -111,8 +121,8 @@ def turn_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def special_responses(df: pd.DataFrame) -> pd.DataFrame:
     """Rows with an empty response, identical responses, or a refusal on one side, and their outcomes."""
-    a, b = joined(df, "response_a"), joined(df, "response_b")
-    ref_a, ref_b = a.str.contains(REFUSAL_RE), b.str.contains(REFUSAL_RE)
+    a, b = join_turns(df["response_a"]), join_turns(df["response_b"])
+    ref_a, ref_b = a.str.contains(REFUSAL_PATTERN), b.str.contains(REFUSAL_PATTERN)
     masks = {
         "empty response (either side)": (a.str.strip() == "") | (b.str.strip() == ""),
         "identical responses": a == b,
@@ -149,3 +159,33 @@ def summary(train: pd.DataFrame, test: pd.DataFrame | None = None) -> dict:
     if test is not None and "load_report" in test.attrs:
         out["load_report_test"] = test.attrs["load_report"].summary()
     return out
+
+
+def run_eda(cfg: EdaConfig) -> dict[str, Any]:
+    """Every EDA table and figure of the train file, written to ``cfg.run_dir`` with the summary as metrics.json."""
+    run_dir = cfg.run_dir
+    save_config(cfg, run_dir)
+    train, test = load_arena(cfg.train_path), load_arena(cfg.test_path)
+    if "label" not in train.columns:
+        raise ValueError(f"{cfg.train_path}: no winner columns, nothing to analyse")
+    tables = {"label_balance": label_balance(train), "lengths": length_table(train),
+              "verbosity_bias": verbosity_bias(train), "longer_wins": longer_wins_rate(train),
+              "position": pd.Series(position_rates(train)), "tie_vs_similarity": tie_vs_similarity(train),
+              "model_win_rates": model_win_rates(train, min_battles=cfg.min_battles), "turns": turn_table(train),
+              "special_responses": special_responses(train)}
+    figures = {
+        "label_balance": plots.label_balance(tables["label_balance"], title=f"Outcomes (n={len(train)})"),
+        "lengths": plots.length_histograms(tables["lengths"]),
+        "verbosity_bias": plots.outcome_rates(tables["verbosity_bias"], "chars A - chars B (quantile bins)",
+                                              title="Verbosity bias"),
+        "tie_vs_similarity": plots.outcome_rates(tables["tie_vs_similarity"], "response A/B word-set similarity",
+                                                 title="Ties vs. similarity"),
+    }
+    if len(tables["model_win_rates"]):   # no model names (e.g. a test-layout file): no per-model figure
+        figures["model_win_rates"] = plots.model_win_rates(tables["model_win_rates"])
+    for name, fig in figures.items():
+        save_figure(fig, run_dir / EDA_FIGURES[name])
+        plt.close(fig)   # closed so a notebook shows each once, when it displays the returned figure
+    summary_ = summary(train, test)
+    write_json(summary_, run_dir / METRICS)
+    return {"run_dir": run_dir, "summary": summary_, "tables": tables, "figures": figures}

@@ -9,7 +9,7 @@ from scipy.optimize import minimize
 
 from . import metrics
 from .data import WINNER_COLUMNS
-from .eda import joined
+from .text import join_turns
 
 PROB_COLUMNS = list(WINNER_COLUMNS)
 
@@ -101,7 +101,7 @@ class Rules:
 
 def rule_masks(df: pd.DataFrame) -> dict[str, np.ndarray]:
     """Rows each rule applies to: identical responses; A empty only; B empty only."""
-    a, b = joined(df, "response_a"), joined(df, "response_b")
+    a, b = join_turns(df["response_a"]), join_turns(df["response_b"])
     empty_a, empty_b = (a.str.strip() == "").to_numpy(), (b.str.strip() == "").to_numpy()
     return {"identical": (a == b).to_numpy(), "empty_a": empty_a & ~empty_b, "empty_b": empty_b & ~empty_a}
 

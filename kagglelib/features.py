@@ -29,10 +29,9 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
 from .io import atomic_path
 from .paths import minilm_dir
-from .text import head_tail_text
+from .text import REFUSAL_PATTERN, head_tail_text, join_turns
 
 
-SIDES = ("a", "b")
 PAIR_FORMS = ("a", "b", "diff", "logratio")
 WORD_PATTERN = r"(?u)\b\w+\b"
 
@@ -61,10 +60,7 @@ COUNT_PATTERNS: dict[str, str] = {
 }
 # Phrase flags (case-insensitive): counts of matches, not scaled.
 PHRASE_PATTERNS: dict[str, str] = {
-    "refusal": (r"(?i)\b(?:i can(?:no|')t|i cannot|i(?:'m| am) (?:not able|unable)|i (?:won't|will not)"
-                r"|as an ai|as a language model|i(?:'m| am) not (?:comfortable|allowed|programmed)"
-                r"|(?:cannot|can't|unable to) (?:provide|assist|help|fulfill|comply|create|generate)"
-                r"|against (?:my|the) (?:guidelines|policy|programming)|not appropriate|i must decline)"),
+    "refusal": REFUSAL_PATTERN,
     "apology": r"(?i)\b(?:sorry|apologi[sz]e|apologies|my mistake|unfortunately)\b",
     "hedge": r"(?i)\b(?:however|it depends|may|might|generally|typically|it is important to)\b",
     "first_person": r"(?i)\b(?:i|i'm|i've|my|me)\b",
@@ -84,11 +80,6 @@ class FeatureConfig:
     word_max_features: int = 50000  # word 1-2-gram TF-IDF vocabulary size
     char_max_features: int = 50000  # char 3-5-gram TF-IDF vocabulary size
     use_char_tfidf: bool = True     # char n-gram cosines (the slowest feature group)
-
-
-def join_turns(turns: pd.Series) -> pd.Series:
-    """Join each row's list of turns with newlines (vectorised)."""
-    return turns.str.join("\n").fillna("").astype(str)
 
 
 def joined_texts(df: pd.DataFrame) -> dict[str, pd.Series]:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
-from .calibration import reliability_table
+from .calibration import confidence_bins, reliability_table
 from .data import LABEL_NAMES
 from .io import save_figure
 
@@ -112,12 +112,9 @@ def reliability(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Pa
     fig, ax = plt.subplots(figsize=(5, 4.2))
     ax.plot([0, 1], [0, 1], color="black", linestyle=":", linewidth=1)
     for name, (labels, probs) in curves.items():
-        conf = probs.max(axis=1)
-        correct = probs.argmax(axis=1) == labels
-        bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
-        xs = [conf[bins == b].mean() for b in range(n_bins) if (bins == b).sum() >= 5]
-        ys = [correct[bins == b].mean() for b in range(n_bins) if (bins == b).sum() >= 5]
-        ax.plot(xs, ys, marker="o", label=name)
+        t = confidence_bins(labels, probs, n_bins)
+        t = t[t["n"] >= 5]
+        ax.plot(t["confidence"], t["accuracy"], marker="o", label=name)
     ax.set_xlim(0.3, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence (top-class probability)")

@@ -13,16 +13,21 @@ copy of the rows (the input DataFrame is never modified), and reports how the pr
 - self-claim: append a sentence saying this answer is the better one, minus a same-length neutral one.
 
 Every perturbation is applied to side A and, separately, to side B, and the two shifts are averaged.
+:func:`bias_report` runs them on the held-out rows of saved runs, without and with swap TTA (notebook 06).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from .data import swap_ab, swap_probs
-from .inference import Predictor
+from .artifacts import heldout_predictions
+from .config import load_config
+from .data import load_arena, swap_ab, swap_probs
+from .inference import Predictor, load_predictor, tta_predict
+from .text import join_turns
 
 FILLER = (" I hope this helps.", " Let me know if you have any other questions.", " Feel free to ask more.",
           " Thank you for reading.")
@@ -76,8 +81,8 @@ def _slope(x: np.ndarray, y: np.ndarray) -> float:
 
 def length_slopes(df: pd.DataFrame, probs: np.ndarray) -> dict[str, float]:
     """Slope of (p_A - p_B) and of the human (1[A] - 1[B]) on log((1 + len A) / (1 + len B))."""
-    la = df["response_a"].map(lambda t: len("".join(t))).to_numpy(dtype=float)
-    lb = df["response_b"].map(lambda t: len("".join(t))).to_numpy(dtype=float)
+    la = join_turns(df["response_a"]).str.len().to_numpy(dtype=float)
+    lb = join_turns(df["response_b"]).str.len().to_numpy(dtype=float)
     x = np.log1p(la) - np.log1p(lb)
     out = {"model_length_slope": _slope(x, probs[:, 0] - probs[:, 1])}
     if "label" in df.columns:
@@ -98,3 +103,35 @@ def run_probes(predict: Predictor, df: pd.DataFrame) -> dict[str, float]:
     out["self_claim_shift"] = (side_shift(predict, df, lambda t: t + SELF_CLAIM, base)
                                - side_shift(predict, df, lambda t: t + NEUTRAL_SUFFIX, base))
     return out
+
+
+def probe_rows(run_dir: Path, n_rows: int, seed: int = 0) -> pd.DataFrame:
+    """Up to ``n_rows`` real battles the run held out (its train file, rows in its held-out predictions)."""
+    train = load_arena(load_config(run_dir)["train_path"])
+    preds = heldout_predictions(run_dir)
+    if preds is not None:
+        train = train[train["id"].astype(str).isin(set(preds["id"].astype(str)))]
+    if len(train) > n_rows:
+        train = train.sample(n=n_rows, random_state=seed).sort_index()
+    return train.reset_index(drop=True)
+
+
+def bias_report(run_dirs: list[Path], n_rows: int, seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
+    """Probe figures per run, without and with swap TTA: {run: {"raw": {...}, "tta": {...}}}."""
+    report: dict = {}
+    for run_dir in run_dirs:
+        try:
+            predict = load_predictor(run_dir)
+        except (ValueError, FileNotFoundError) as err:   # e.g. a logreg baseline keeps no models
+            report[run_dir.name] = {"skipped": str(err)}
+            continue
+        rows = probe_rows(run_dir, n_rows, seed)
+        report[run_dir.name] = {"raw": run_probes(predict, rows),
+                                "tta": run_probes(lambda df: tta_predict(predict, df), rows)}
+    return report
+
+
+def bias_frame(report: dict) -> pd.DataFrame:
+    """The bias report as a table: one row per run and mode (raw / tta)."""
+    return pd.DataFrame([{"run": run, "mode": mode, **figs} for run, modes in report.items()
+                         for mode, figs in modes.items() if mode != "skipped"])

@@ -11,7 +11,8 @@ Long fields are cut head+tail (the first ``head_ratio`` of the budget from the s
 from the end, joined by `` … ``), first per turn (``prompt_tokens``/``response_tokens``), then
 per side so that ``side A + side B + special tokens + suffix`` fits ``max_length``. A short side
 leaves its unused budget to the other. Training, validation, TTA inference and the bias probes all
-call :func:`encode_pairs` (models) or :func:`render_side` (text features), nothing else.
+call :func:`encode_pairs`, nothing else. Analyses of the raw text (EDA, hand-made features, probes,
+post-processing rules) see each field as one string from :func:`join_turns`.
 """
 from __future__ import annotations
 
@@ -26,6 +27,14 @@ ELLIPSIS = " … "
 # Suffix for the next-token (causal LM) variant: the model answers with one label token.
 INSTRUCTION = "\nWhich response is better? Answer 0 for A, 1 for B, 2 for a tie.\nAnswer: "
 LABEL_TOKENS = ("0", "1", "2")
+# One newline between turns: a turn boundary reads as a line break, so words of two turns never merge and line
+# counts see it, while a length grows by one character per boundary only (a blank line would look like a paragraph).
+TURN_SEP = "\n"
+# Phrases that open a refusal or an AI disclaimer (case-insensitive); apologies alone are not refusals.
+REFUSAL_PATTERN = (r"(?i)\b(?:i can(?:no|')t|i cannot|i(?:'m| am) (?:not able|unable)|i (?:won't|will not)"
+                   r"|as an ai|as a language model|i(?:'m| am) not (?:comfortable|allowed|programmed)"
+                   r"|(?:cannot|can't|unable to) (?:provide|assist|help|fulfill|comply|create|generate)"
+                   r"|against (?:my|the) (?:guidelines|policy|programming)|not appropriate|i must decline)")
 
 
 @dataclass
@@ -61,15 +70,9 @@ def head_tail_text(text: str, max_chars: int, head_ratio: float = 0.5) -> str:
     return "".join(head_tail(text, max_chars, head_ratio, ELLIPSIS))
 
 
-def render_side(prompt: Sequence[str], response: Sequence[str], side: str = "a") -> str:
-    """One side's conversation as text (no truncation); missing turns render as empty."""
-    n = max(len(prompt), len(response))
-    turns = []
-    for i in range(n):
-        p = prompt[i] if i < len(prompt) else ""
-        r = response[i] if i < len(response) else ""
-        turns.append(f"{USER}{p}\n{RESPONSE[side]}{r}\n")
-    return "".join(turns)
+def join_turns(turns: pd.Series) -> pd.Series:
+    """Each row's list of turns as one string, joined by ``TURN_SEP`` (vectorised; a missing cell gives "")."""
+    return turns.str.join(TURN_SEP).fillna("").astype(str)
 
 
 def _split_budget(len_a: int, len_b: int, total: int) -> tuple[int, int]:

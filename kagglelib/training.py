@@ -87,7 +87,7 @@ class TrainConfig(RunConfig):
     eval_batch_size: int | None = None
     grad_accum: int | None = None
     lr: float | None = None
-    head_lr: float | None = None           # learning rate of the classification head (None = lr)
+    head_lr: float | None = None           # learning rate of the classification head (None: the profile's)
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     scheduler: str | None = None           # cosine | linear

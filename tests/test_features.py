@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 
 from kagglelib.data import load_arena, swap_ab
-from kagglelib.features import (FeatureConfig, PairFeaturizer, embed_texts, join_turns, length_columns,
-                                pair_forms, swap_features, text_stats, truncate)
+from kagglelib.features import (FeatureConfig, PairFeaturizer, embed_texts, length_columns, pair_forms,
+                                swap_features, text_stats, truncate)
 from kagglelib.paths import sample_paths
+from kagglelib.text import join_turns
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +132,8 @@ def test_pair_forms_antisymmetric() -> None:
     assert ab["x_logratio"][1] == 0
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
 def test_minilm_embeddings_cached(tmp_path) -> None:
     texts = ["How do I bake bread?", "A recipe for bread: flour, water, salt, yeast.", "How do I bake bread?"]
     emb = embed_texts(texts, cache_dir=tmp_path, batch_size=2)

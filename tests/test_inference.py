@@ -141,4 +141,8 @@ def test_rules_accepted_only_when_they_help(write_csv):
     assert np.allclose(apply_rules(swap_ab(df), swap_probs(uniform), rules), swap_probs(fixed))
     perfect = np.eye(3)[y] * 0.98 + 0.02 / 3
     assert fit_rules(df, perfect, y).identical is None        # the model already beats the rule
-    assert json.dumps(rules.report)
+    identical, one_empty = rules.report
+    assert identical["rule"] == "identical" and identical["rows"] == 12 and identical["accepted"] is True
+    assert identical["model_log_loss"] == pytest.approx(np.log(3)) and identical["rule_log_loss"] < np.log(3)
+    assert one_empty == {"rule": "one_empty", "rows": 0, "accepted": False}
+    assert json.loads(json.dumps(rules.report)) == rules.report     # plain Python values: metrics.json can hold it

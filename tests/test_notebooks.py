@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import json
 import re
@@ -11,6 +12,8 @@ import numpy as np
 import pandas as pd
 import papermill as pm
 import pytest
+
+from kagglelib.config import MISSPELLING_CUTOFF
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -35,6 +38,10 @@ def test_notebook_contract(nb):
     config_cls = getattr(importlib.import_module(f"kagglelib.{module or 'config'}"), cls)
     missing = {f.name for f in dataclasses.fields(config_cls)} - set(params)
     assert not missing, f"{config_name} fields missing from the parameters cell: {sorted(missing)}"
+    # Notebook-only switches (03's demo_resume) must not read as a misspelt field, or from_params rejects them.
+    fields = [f.name for f in dataclasses.fields(config_cls)]
+    for extra in set(params) - set(fields):
+        assert not difflib.get_close_matches(extra, fields, 1, MISSPELLING_CUTOFF), f"{extra} looks like a typo"
 
 
 # Small settings so the whole chain runs in a couple of minutes on 2 cores; run_all.sh uses the defaults.
@@ -60,6 +67,7 @@ def suite(tmp_path_factory):
     return out
 
 
+@pytest.mark.notebooks
 def test_eda_outputs(suite):
     run = suite / "runs" / "eda"
     for name in ("config.json", "metrics.json", "label_balance.png", "lengths.png", "verbosity_bias.png",
@@ -70,6 +78,7 @@ def test_eda_outputs(suite):
     assert metrics["label_share"] == {"A": 0.3405, "B": 0.3514, "tie": 0.3081}
 
 
+@pytest.mark.notebooks
 @pytest.mark.parametrize("run, files", [
     ("baseline", ["oof.csv", "test_preds.csv", "submission.csv", "feature_importance.png", "calibration.png"]),
     ("gemma_lora", ["valid_preds.csv", "loss_curve.png", "model/adapter_config.json"]),
@@ -85,6 +94,7 @@ def test_training_runs_leave_artifacts(suite, run, files):
         assert json.loads((folder / "metrics.json").read_text())["smoke"] is True
 
 
+@pytest.mark.notebooks
 def test_submission_from_blend(suite):
     from kagglelib.paths import sample_paths
     from kagglelib.submission import validate_submission
@@ -97,6 +107,8 @@ def test_submission_from_blend(suite):
     assert m["status"][1]["chunks"] == 4 and m["status"][1]["computed"] == 4
 
 
+@pytest.mark.notebooks
+@pytest.mark.usefixtures("one_torch_thread")   # 2 threads on 2 shared cores: 42 s instead of 15 s
 def test_real_run_tta_is_exactly_symmetric(suite):
     from kagglelib.data import load_arena, swap_ab, swap_probs
     from kagglelib.inference import load_predictor, predict_chunked
@@ -111,6 +123,7 @@ def test_real_run_tta_is_exactly_symmetric(suite):
     assert np.abs(raw_q - swap_probs(raw_p)).max() > 1e-6      # without TTA the model is not symmetric
 
 
+@pytest.mark.notebooks
 def test_ablation_outputs(suite):
     ab = suite / "ablation"
     for name in ("ablation_table.csv", "ablation_table.md", "ablation_log_loss.png", "calibration.csv",
@@ -125,6 +138,7 @@ def test_ablation_outputs(suite):
         assert run["tta"]["flip_rate"] == 0 and run["tta"]["mean_abs_ab_gap"] < 1e-6
 
 
+@pytest.mark.notebooks
 def test_readme_report_is_built_from_the_runs(suite, tmp_path):
     from kagglelib.report import results_markdown, update_readme
     readme = tmp_path / "README.md"

@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kagglelib import ablation, probes
+from kagglelib import ablation, artifacts, probes
+from kagglelib.artifacts import list_runs
+from kagglelib.calibration import calibration_report, confidence_bins, expected_calibration_error
 from kagglelib.data import WINNER_COLUMNS
 from kagglelib.inference import tta_predict
 from kagglelib.io import write_csv, write_json
@@ -110,11 +112,39 @@ def test_ablation_table_and_calibration(tmp_path):
     assert table.loc[0, "ll_high"] < table.loc[1, "ll_low"]        # a real difference: intervals apart
     md = ablation.to_markdown(table)
     assert md.startswith("| run |") and md.count("\n") == 4
-    cal, curves = ablation.calibration_table(ablation.list_runs(tmp_path, exclude="submission"))
+    cal, curves = ablation.calibration_table(list_runs(tmp_path, exclude="submission"))
     assert set(cal["run"]) == {"good", "noisy"} and set(curves) == {"good", "noisy"}
     over = softmax(3 * np.log(good))                                  # over-confident version of 'good'
-    rep = ablation.calibration_report(y, over)
+    rep = calibration_report(y, over)
     assert rep["temperature"] > 1.5 and rep["log_loss_scaled"] < rep["log_loss"] and rep["ece_scaled"] < rep["ece"]
+
+
+def test_confidence_bins_and_ece_by_hand():
+    probs = np.array([[0.95, 0.03, 0.02], [0.9, 0.05, 0.05], [0.4, 0.35, 0.25], [0.2, 0.45, 0.35]])
+    labels = np.array([0, 1, 0, 2])
+    bins = confidence_bins(labels, probs, n_bins=10)
+    assert bins["bin"].tolist() == [4, 9] and bins["n"].tolist() == [2, 2]
+    assert bins["confidence"].tolist() == pytest.approx([0.425, 0.925]) and bins["accuracy"].tolist() == [0.5, 0.5]
+    assert expected_calibration_error(labels, probs) == pytest.approx((2 * 0.075 + 2 * 0.425) / 4)
+
+
+def test_run_ablation_writes_every_artifact_and_skips_runs_without_models(tmp_path):
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet([1, 1, 1], 120)
+    y = np.array([rng.choice(3, p=p) for p in probs])
+    fake_run(tmp_path, "a", y, probs)
+    fake_run(tmp_path, "b", y, rng.dirichlet([1, 1, 1], 120))
+    result = ablation.run_ablation(ablation.AblationConfig(output_dir=str(tmp_path), n_bootstrap=50))
+    out = tmp_path / artifacts.ABLATION_DIR
+    for name in (artifacts.ABLATION_TABLE_CSV, artifacts.ABLATION_TABLE_MD, artifacts.CALIBRATION_CSV,
+                 artifacts.BIAS_REPORT, artifacts.ABLATION_FIGURES["ablation"], artifacts.ABLATION_FIGURES["reliability"],
+                 artifacts.CONFIG):
+        assert (out / name).stat().st_size > 0, name
+    assert not (out / artifacts.ABLATION_FIGURES["bias"]).exists()        # nothing to probe: no figure
+    assert set(result["skipped"]) == {"a", "b"} and result["bias"].empty
+    assert pd.read_csv(out / artifacts.ABLATION_TABLE_CSV)["run"].tolist() == result["table"]["run"].tolist()
+    with pytest.raises(FileNotFoundError, match="no finished runs"):
+        ablation.run_ablation(ablation.AblationConfig(output_dir=str(tmp_path / "empty")))
 
 
 def test_kaggle_package(tmp_path):
@@ -137,6 +167,7 @@ def test_kaggle_package(tmp_path):
     assert "kaggle competitions submit" in (out / "COMMANDS.txt").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_seeds_grid_trains_each_factor_and_a_tta_twin(tmp_path):
     from kagglelib.data import load_arena, swap_ab, swap_probs

@@ -11,7 +11,7 @@ from sklearn.metrics import log_loss as sk_log_loss
 from conftest import TEST
 from kagglelib import metrics, paths
 from kagglelib.submission import validate_submission, write_submission
-from kagglelib.text import TextConfig, encode_pairs, head_tail, head_tail_text, render_side, special_template
+from kagglelib.text import TextConfig, encode_pairs, head_tail, head_tail_text, special_template
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +29,6 @@ def test_head_tail_keeps_first_and_last():
     assert head_tail(seq, 200) == seq
     assert head_tail(seq, 10, 1.0) == list(range(10))
     assert head_tail_text("abcdefghij" * 10, 20).startswith("abcde") and len(head_tail_text("x" * 1000, 20)) == 20
-
-
-def test_render_side_interleaves_and_pads():
-    text = render_side(["q1", "q2"], ["r1"], "b")
-    assert text == "<user>: q1\n<response_b>: r1\n<user>: q2\n<response_b>: \n"
 
 
 def test_encode_pairs_budget_and_order(tokenizer, train_df):
@@ -75,9 +70,14 @@ def test_log_loss_matches_sklearn_and_clips():
     assert metrics.ab_accuracy(np.array([0, 1, 2]), np.array([[.6, .4, 0], [.6, .4, 0], [0, 1, 0]])) == 0.5
 
 
-def test_prior_matches_uniform_reference(train_df):
-    prior = metrics.prior_probs(train_df["label"], len(train_df))
-    assert metrics.log_loss(train_df["label"], prior) < np.log(3)
+def test_prior_is_the_label_frequencies_and_scores_their_entropy(train_df):
+    y = train_df["label"].to_numpy()
+    freq = np.bincount(y, minlength=3) / len(y)
+    prior = metrics.prior_probs(y, 5)
+    assert prior.shape == (5, 3) and np.allclose(prior, freq)
+    # The log loss of a constant prediction q is the cross-entropy H(freq, q): equal to the entropy for q = freq.
+    assert metrics.log_loss(y, metrics.prior_probs(y, len(y))) == pytest.approx(-(freq * np.log(freq)).sum())
+    assert metrics.prior_probs(np.array([0, 0, 1, 0]), 2).tolist() == [[0.75, 0.25, 0.0]] * 2   # absent class: 0
 
 
 def test_write_and_validate_submission(tmp_path, test_df):
@@ -125,8 +125,20 @@ def test_write_submission_rejects_bad_probs(tmp_path):
         write_submission(["a"], [[1, 0]], tmp_path / "s.csv")
 
 
+def test_detect_env_reads_the_markers_of_each_platform(tmp_path, monkeypatch):
+    for var in ("KAGGLE_KERNEL_RUN_TYPE", "COLAB_RELEASE_TAG", "COLAB_GPU"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(paths, "KAGGLE_INPUT", tmp_path / "no-kaggle-input")
+    monkeypatch.setattr(paths, "COLAB_ROOT", tmp_path / "no-content")
+    assert paths.detect_env() == "local"
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab-1")
+    assert paths.detect_env() == "colab"
+    monkeypatch.delenv("COLAB_RELEASE_TAG")
+    (tmp_path / "no-kaggle-input").mkdir()                 # a Kaggle kernel is recognised by /kaggle/input alone
+    assert paths.detect_env() == "kaggle"
+
+
 def test_paths_resolve(tmp_path, monkeypatch):
-    assert paths.detect_env() in ("local", "kaggle", "colab")
     assert paths.resolve_data_path("sample/train.csv.gz") == paths.REPO_ROOT / "data" / "sample" / "train.csv.gz"
     with pytest.raises(FileNotFoundError, match="data/README.md"):
         paths.resolve_data_path("missing.csv")

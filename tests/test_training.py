@@ -80,6 +80,7 @@ def test_run_folder_contract(resumed):
     np.testing.assert_allclose(got, probs, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_overfits_32_rows(tmp_path):
     """One 32-row batch, full fine-tuning of the (dropout-free) tiny Gemma-2: training loss goes to ~0."""
     cfg = training.GemmaTrainConfig(
@@ -134,6 +135,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.ddp
 def test_two_process_gloo_run(tmp_path):
     """torchrun with 2 CPU processes (gloo DDP) equals one process with 2 accumulation steps, and both ranks agree.
 

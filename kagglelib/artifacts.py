@@ -1,0 +1,62 @@
+"""What the notebooks leave on disk: the artifact file names, in one place, and reading finished runs back.
+
+A run folder ``<output_dir>/runs/<run_name>/`` holds ``CONFIG`` and ``METRICS``; a model run also holds its
+held-out predictions (``paths.HELDOUT_FILES``: 02's OOF, 03/04's validation fold). Notebook 01 adds the
+``EDA_FIGURES``; notebook 06 writes the ablation files into ``<output_dir>/ABLATION_DIR/``, which
+``report.py`` reads back for the README.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import comma_list
+from .data import WINNER_COLUMNS
+from .paths import heldout_file
+from .runs import RunError, verify_run
+
+CONFIG = "config.json"
+METRICS = "metrics.json"
+
+# Notebook 01 (eda.run_eda): one figure per section.
+EDA_FIGURES = {"label_balance": "label_balance.png", "lengths": "lengths.png", "verbosity_bias": "verbosity_bias.png",
+               "tie_vs_similarity": "tie_vs_similarity.png", "model_win_rates": "model_win_rates.png"}
+
+# Notebook 06 (ablation.run_ablation), all under <output_dir>/ABLATION_DIR/.
+ABLATION_DIR = "ablation"
+ABLATION_TABLE_CSV = "ablation_table.csv"
+ABLATION_TABLE_MD = "ablation_table.md"
+CALIBRATION_CSV = "calibration.csv"
+BIAS_REPORT = "bias_report.json"
+ABLATION_FIGURES = {"ablation": "ablation_log_loss.png", "reliability": "reliability.png", "bias": "bias_probes.png"}
+
+
+def heldout_predictions(run_dir: Path) -> pd.DataFrame | None:
+    """A run's labelled held-out predictions (oof.csv or valid_preds.csv), or None."""
+    path = heldout_file(run_dir)
+    df = pd.read_csv(path, dtype={"id": str}) if path is not None else None
+    return df if df is not None and "label" in df.columns else None
+
+
+def labels_and_probs(preds: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, (n, 3) probabilities) of a held-out predictions table."""
+    return preds["label"].to_numpy(dtype=np.int64), preds[list(WINNER_COLUMNS)].to_numpy(dtype=np.float64)
+
+
+def list_runs(output_dir: str | Path, include: str = "", exclude: str = "") -> list[Path]:
+    """Model runs (config, metrics, held-out predictions) under ``output_dir/runs``, filtered by name.
+
+    Each must match its manifest (:func:`kagglelib.runs.verify_run`), else ``RunError`` names the run and file.
+    """
+    runs = sorted(p.parent for p in Path(output_dir).glob(f"runs/*/{METRICS}")
+                  if (p.parent / CONFIG).exists() and heldout_predictions(p.parent) is not None)
+    keep, drop = set(comma_list(include)), set(comma_list(exclude))
+    runs = [r for r in runs if (not keep or r.name in keep) and r.name not in drop]
+    for r in runs:   # a run from mixed generations or without a manifest is refused, not tabulated
+        try:
+            verify_run(r)
+        except RunError as err:
+            raise RunError(f"{err} (or leave it out of the table: exclude={r.name!r})") from None
+    return runs
