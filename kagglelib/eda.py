@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -13,6 +14,7 @@ from .artifacts import EDA_FIGURES, METRICS
 from .config import RunConfig, save_config
 from .data import LABEL_NAMES, load_arena
 from .io import save_figure, write_json
+from .runs import staged_run
 from .text import REFUSAL_PATTERN, join_turns
 
 
@@ -162,8 +164,16 @@ def summary(train: pd.DataFrame, test: pd.DataFrame | None = None) -> dict:
 
 
 def run_eda(cfg: EdaConfig) -> dict[str, Any]:
-    """Every EDA table and figure of the train file, written to ``cfg.run_dir`` with the summary as metrics.json."""
-    run_dir = cfg.run_dir
+    """Every EDA table and figure of the train file, written to ``cfg.run_dir`` with the summary as metrics.json.
+
+    Written in a staging folder and committed atomically with its manifest, like every run (:mod:`kagglelib.runs`).
+    """
+    with staged_run(cfg.output_dir, cfg.run_name) as stage:
+        out = _run_eda(cfg, stage.path)
+    return {**out, "run_dir": stage.final}
+
+
+def _run_eda(cfg: EdaConfig, run_dir: Path) -> dict[str, Any]:
     save_config(cfg, run_dir)
     train, test = load_arena(cfg.train_path), load_arena(cfg.test_path)
     if "label" not in train.columns:
