@@ -57,10 +57,12 @@ setup() {
     export PATH="$VENV/bin:$PATH"
   fi
   export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-  export MPLBACKEND="${MPLBACKEND:-Agg}"
 }
 
 run_notebooks() {
+  # The kernels draw with the inline backend: every figure is shown in the executed notebook (and saved as PNG
+  # by kagglelib). A non-interactive MPLBACKEND such as Agg would leave the executed notebooks without figures.
+  export MPLBACKEND="module://matplotlib_inline.backend_inline"
   mkdir -p "$OUTPUT_DIR/notebooks"
   local args=(-p output_dir "$OUTPUT_DIR" -p profile "$PROFILE")
   [ -n "${TRAIN_PATH:-}" ] && args+=(-p train_path "$TRAIN_PATH")
@@ -89,7 +91,7 @@ run_notebooks() {
 setup
 case "${1:-run}" in
   setup) echo "[run_all] environment ready: $PY" ;;
-  test) shift; "$PY" -m pytest -q "$@" tests ;;
+  test) shift; MPLBACKEND="${MPLBACKEND:-Agg}" "$PY" -m pytest -q "$@" tests ;;
   run) run_notebooks ;;
   *) echo "usage: bash run_all.sh [run|test|setup]" >&2; exit 2 ;;
 esac

@@ -23,7 +23,7 @@ import os
 import resource
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,6 +41,7 @@ from .calibration import softmax
 from .config import RunConfig, from_params, save_config
 from .io import read_json, save_figure, write_csv, write_json
 from .predict import forward_logits, pad_batch, padding_side
+from .predictor import provenance, rule_flags, write_run_info
 from .text import INSTRUCTION, encode_pairs
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,8 @@ class Splits:
     valid: list[dict[str, Any]]
     valid_df: pd.DataFrame
     train_labels: np.ndarray
+    layout: str = "kaggle"                 # the train file's label layout: kaggle 3-class | wsdm A/B
+    source: dict[str, Any] = field(default_factory=dict)   # provenance of the train file (never read back)
 
 
 @functools.lru_cache(maxsize=2)
@@ -229,7 +232,7 @@ def load_splits(cfg: TrainConfig, tokenizer: Any) -> Splits:
             rows += [{"input_ids": x, "labels": int(y)} for x, y in zip(sids, swapped["label"].to_numpy())]
     vids = encode_pairs(tokenizer, valid_df, tcfg, suffix)
     valid = [{"input_ids": x, "labels": int(y)} for x, y in zip(vids, valid_df["label"].to_numpy())]
-    return Splits(rows, valid, valid_df, labels)
+    return Splits(rows, valid, valid_df, labels, df.attrs["load_report"].layout, provenance(df, path))
 
 
 @dataclass
@@ -544,8 +547,9 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None,
     out["beats_prior"] = bool(out["valid_log_loss"] < out["prior_log_loss"])
     if main:
         preds = data.prob_frame(splits.valid_df["id"], probs, label=labels, fold=splits.valid_df["fold"].to_numpy())
-        write_csv(preds, run_dir / "valid_preds.csv")
+        write_csv(preds.assign(**rule_flags(splits.valid_df)), run_dir / "valid_preds.csv")
         models.save_for_inference(trainer.model, tokenizer, run_dir / "model", pissa_init)
+        write_run_info(run_dir, "transformer", splits.layout, splits.source, **models.inference_needs(spec))
         title = f"{cfg.run_name}: {cfg.backbone} ({cfg.task})" + ("  [SMOKE: random tiny model, not a result]"
                                                                   if cfg.smoke else "")
         import matplotlib.pyplot as plt
