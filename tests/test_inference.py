@@ -142,3 +142,26 @@ def test_rules_accepted_only_when_they_help(write_csv):
     perfect = np.eye(3)[y] * 0.98 + 0.02 / 3
     assert fit_rules(df, perfect, y).identical is None        # the model already beats the rule
     assert json.dumps(rules.report)
+
+
+@pytest.mark.slow
+def test_loading_runs_for_prediction_imports_no_trainer(tmp_path):
+    """A kernel that only predicts must not need the trainers (or matplotlib): checked in a fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    from kagglelib import baseline
+    from kagglelib.paths import sample_paths
+
+    cfg = baseline.BaselineConfig(output_dir=str(tmp_path), run_name="b", n_folds=2, n_estimators=30,
+                                  max_train_rows=200, use_char_tfidf=False, use_embeddings=False, compare=False)
+    baseline.run_baseline(cfg)
+    code = ("import sys, numpy as np; from kagglelib.inference import load_predictor; from kagglelib.data import "
+            f"load_arena; p = load_predictor({str(cfg.run_dir)!r})(load_arena({str(sample_paths()[1])!r})); "
+            "assert np.isfinite(p).all(); bad = [m for m in sys.modules if m.split('.')[0] == 'matplotlib' or m in "
+            "('kagglelib.training', 'kagglelib.baseline', 'kagglelib.plots')]; print('BAD', bad)")
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=sample_paths()[1].parents[2], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "BAD []" in done.stdout

@@ -104,19 +104,3 @@ def test_packaged_kernel_reproduces_the_submission_offline(tmp_path):
     assert summary["complete"] and summary["layout"] == "kaggle" and summary["runs"] == ["baseline", "encoder"]
     assert [p["train_file"] for p in summary["provenance"]] == ["train.csv.gz", "train.csv.gz"]
 
-
-def test_loading_runs_for_prediction_imports_no_trainer(tmp_path):
-    """A kernel that only predicts must not need the trainers (or matplotlib): checked in a fresh process."""
-    from kagglelib import baseline
-
-    cfg = baseline.BaselineConfig(output_dir=str(tmp_path), run_name="b", n_folds=2, n_estimators=30,
-                                  max_train_rows=200, use_char_tfidf=False, use_embeddings=False, compare=False)
-    baseline.run_baseline(cfg)
-    code = ("import sys, numpy as np; from kagglelib.inference import load_predictor; from kagglelib.data import "
-            f"load_arena; p = load_predictor({str(cfg.run_dir)!r})(load_arena({str(ROOT / 'data/sample/test.csv')!r})); "
-            "assert np.isfinite(p).all(); bad = [m for m in sys.modules if m.split('.')[0] == 'matplotlib' or m in "
-            "('kagglelib.training', 'kagglelib.baseline', 'kagglelib.plots')]; print('BAD', bad)")
-    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "BAD []" in done.stdout
