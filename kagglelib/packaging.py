@@ -45,7 +45,8 @@ def run_needs(run_dir: Path) -> dict:
     info_path = run_dir / "run_info.json"
     if info_path.exists():
         info = read_json(info_path)
-        return {"packages": list(info.get("packages", [])), "base_model": info.get("base_model")}
+        return {"packages": list(info.get("packages", [])), "base_model": info.get("base_model"),
+                "layout": info.get("layout")}
     if (run_dir / "model").is_dir():   # an older transformer run: its needs follow from its config
         from .models import inference_needs, spec_from
 
@@ -105,11 +106,14 @@ def kernel_notebook(runs: list[str], dataset_slug: str, has_wheels: bool) -> dic
 
 def package(runs: list[str], user: str, out: Path, output_dir: Path, wheels: list[str],
             dataset_slug: str = DATASET_SLUG, kernel_slug: str = "arena-pref-inference",
-            model_sources: list[str] | None = None, competition: str = COMPETITION,
+            model_sources: list[str] | None = None, competition: str | None = None,
             wheel_cache: Path | None = None) -> Path:
     """Build ``out/dataset``, ``out/kernel`` and ``out/COMMANDS.txt``; returns ``out``."""
     run_dirs = [find_run(run, output_dir) for run in runs]
     needs = {d.name: run_needs(d) for d in run_dirs}   # fails here, at home, for a run the kernel could not use
+    if competition is None:   # WSDM-layout runs belong to the WSDM Cup; everything else to the Kaggle 3-class one
+        wsdm = {n.get("layout") for n in needs.values()} == {"wsdm"}
+        competition = "wsdm-cup-multilingual-chatbot-arena" if wsdm else COMPETITION
     packages = list(dict.fromkeys([p for n in needs.values() for p in n["packages"]] + list(wheels)))
     dataset, kernel = out / "dataset", out / "kernel"
     for d in (dataset, kernel):
@@ -158,7 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--wheels", default="", help="comma list of extra packages Kaggle lacks (the runs' own needs "
                                                  "are added automatically)")
     ap.add_argument("--model-sources", default="", help="comma list of Kaggle model handles for LoRA bases")
-    ap.add_argument("--competition", default=COMPETITION, choices=COMPETITIONS)
+    ap.add_argument("--competition", default=None, choices=COMPETITIONS,
+                    help=f"default: the WSDM Cup for WSDM-layout runs, else {COMPETITION}")
     args = ap.parse_args(argv)
     out = Path(args.out) if args.out else Path(args.output_dir) / "kaggle"
     package(comma_list(args.runs), args.user, out, Path(args.output_dir), comma_list(args.wheels),

@@ -165,3 +165,20 @@ def test_loading_runs_for_prediction_imports_no_trainer(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=sample_paths()[1].parents[2], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "BAD []" in done.stdout
+
+
+def test_train_path_is_checked_against_each_runs_provenance(tmp_path, train_df, caplog):
+    from kagglelib.inference import check_provenance
+    from kagglelib.paths import sample_paths
+    from kagglelib.predictor import provenance, write_run_info
+
+    runs = [tmp_path / n for n in ("same", "other", "old")]
+    for r in runs:
+        r.mkdir()
+    write_run_info(runs[0], "baseline", "kaggle", provenance(train_df, sample_paths()[0]))
+    write_run_info(runs[1], "baseline", "kaggle", provenance(train_df.head(100), "train.csv"))
+    rows = check_provenance(str(sample_paths()[0]), runs)
+    assert [r["matches_train_path"] for r in rows] == [True, False, False]
+    assert "run other was not trained on" in caplog.text and "run old was not trained on" in caplog.text
+    assert [r["matches_train_path"] for r in check_provenance("", runs)] == [None, None, None]  # "" reads nothing
+    assert rows[0]["train_file"] == "train.csv.gz" and rows[1]["n_rows"] == 100
