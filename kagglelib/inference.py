@@ -326,6 +326,9 @@ def run_inference(cfg: InferenceConfig) -> dict[str, Any]:
     test = load_arena(cfg.test_path)
     run_dirs = [find_run(r, cfg.output_dir) for r in cfg.runs]
     provenance = check_provenance(cfg.train_path, run_dirs)   # reads train_path only when it is set
+    # The submission layout comes from the run folders (the train file is not read; it is not in Kaggle's kernel),
+    # checked before hours of inference: "wsdm" means an id,winner submission.
+    layout = submission_layout(run_dirs, [validation_predictions(d) for d in run_dirs])
     devices = visible_devices(cfg.devices)
     deadline = start + cfg.time_budget_s if cfg.time_budget_s else None
 
@@ -352,8 +355,7 @@ def run_inference(cfg: InferenceConfig) -> dict[str, Any]:
     valid_final = apply_blend(valid_probs, weights, temperature)
     # Weights and temperature fitted on these same rows flatter them; the cross-fitted figure does not.
     valid_crossfit = crossfit_blend(valid_probs, labels, cfg.ensemble, cfg.calibrate)
-    # Layout and rule masks come from the run folders: the train file is not read (it is not on Kaggle's kernel).
-    layout = submission_layout(run_dirs, valid)   # "wsdm": the submission is id,winner
+    # Rule masks of the held-out rows come from the flags the runs stored with them (no train file).
     masks = heldout_rule_masks(valid, common) if cfg.postprocess else None
     rules = fit_rules(masks, valid_final, labels) if masks is not None else None
     if rules is not None:
