@@ -194,7 +194,9 @@ def build_features(train: pd.DataFrame, test: pd.DataFrame, cfg: BaselineConfig,
         save_featurizer(featurizer, save_to)
     emb_tr = emb_te = None
     if cfg.use_embeddings:
-        emb_tr, emb_te = pair_embeddings(train, cfg.embedding_cache), pair_embeddings(test, cfg.embedding_cache)
+        settings = {k: EMBEDDING_SETTINGS[k] for k in ("max_tokens", "max_chars")}   # saved for the predictor
+        emb_tr = pair_embeddings(train, cfg.embedding_cache, **settings)
+        emb_te = pair_embeddings(test, cfg.embedding_cache, **settings)
     return featurizer.transform(train, emb_tr), featurizer.transform(test, emb_te)
 
 
