@@ -58,10 +58,12 @@ setup() {
     export PATH="$VENV/bin:$PATH"
   fi
   export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-  export MPLBACKEND="${MPLBACKEND:-Agg}"
 }
 
 run_notebooks() {
+  # The kernels draw with the inline backend: every figure is shown in the executed notebook (and saved as PNG
+  # by kagglelib). A non-interactive MPLBACKEND such as Agg would leave the executed notebooks without figures.
+  export MPLBACKEND="module://matplotlib_inline.backend_inline"
   mkdir -p "$OUTPUT_DIR/notebooks"
   local args=(-p output_dir "$OUTPUT_DIR" -p profile "$PROFILE")
   [ -n "${TRAIN_PATH:-}" ] && args+=(-p train_path "$TRAIN_PATH")
@@ -90,8 +92,8 @@ run_notebooks() {
 setup
 case "${1:-run}" in
   setup) echo "[run_all] environment ready: $PY" ;;
-  test) shift; "$PY" -m pytest -q "$@" tests ;;
-  test-fast) shift; "$PY" -m pytest -q -m "not slow and not notebooks and not ddp" "$@" tests ;;
+  test) shift; MPLBACKEND="${MPLBACKEND:-Agg}" "$PY" -m pytest -q "$@" tests ;;
+  test-fast) shift; MPLBACKEND="${MPLBACKEND:-Agg}" "$PY" -m pytest -q -m "not slow and not notebooks and not ddp" "$@" tests ;;
   run) run_notebooks ;;
   *) echo "usage: bash run_all.sh [run|test|test-fast|setup]" >&2; exit 2 ;;
 esac

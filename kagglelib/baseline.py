@@ -9,7 +9,6 @@ temperatures: fold k's temperature is fitted on the other folds).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -21,10 +20,12 @@ import pandas as pd
 
 from . import metrics, plots, runs
 from .calibration import apply_temperature, crossfit_temperature, fit_temperature
-from .config import RunConfig, from_params, save_config
-from .data import load_arena, make_folds, prob_frame, swap_probs
-from .features import FeatureConfig, PairFeaturizer, length_columns, pair_embeddings, swap_features
+from .config import RunConfig, save_config
+from .data import load_arena, make_folds, prob_frame
+from .features import FeatureConfig, PairFeaturizer, length_columns, pair_embeddings, save_featurizer, swap_features
 from .io import save_figure, write_csv, write_json
+from .predictor import (EMBEDDING_SETTINGS, clip_z, load_baseline, logreg_state, provenance, rule_flags, signed_log,
+                        symmetric_predict, write_run_info)
 from .submission import validate_submission, write_submission
 
 # OpenMP threads that spin while waiting make LightGBM ~100x slower when the cores are shared
@@ -114,21 +115,6 @@ def augment(feats: pd.DataFrame, labels: np.ndarray) -> tuple[pd.DataFrame, np.n
     return pd.concat([feats, swap_features(feats)], ignore_index=True), np.concatenate([labels, swapped])
 
 
-def symmetric_predict(predict: Callable[[pd.DataFrame], np.ndarray], feats: pd.DataFrame) -> np.ndarray:
-    """``(p(x) + swap_probs(p(swap(x)))) / 2``: exactly equivariant to swapping A and B."""
-    return 0.5 * (predict(feats) + swap_probs(predict(swap_features(feats))))
-
-
-def signed_log(x: np.ndarray) -> np.ndarray:
-    """sign(x) * log1p(|x|): tames heavy-tailed counts for linear models, keeps A-B antisymmetry."""
-    return np.sign(x) * np.log1p(np.abs(x))
-
-
-def clip_z(z: np.ndarray, limit: float = 5.0) -> np.ndarray:
-    """Clip standardised values: a feature nearly constant in training must not explode on validation rows."""
-    return np.clip(z, -limit, limit)
-
-
 def three_class(probs: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """(n, 3) probabilities from a classifier that saw only some labels (e.g. WSDM data has no ties)."""
     out = np.zeros((len(probs), 3))
@@ -137,8 +123,9 @@ def three_class(probs: np.ndarray, classes: np.ndarray) -> np.ndarray:
 
 
 def cv_logreg(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_feats: pd.DataFrame,
-              C: float = 0.05, columns: list[str] | None = None, name: str = "logreg") -> CVResult:
-    """StandardScaler + LogisticRegression on signed-log features, swap-augmented, per fold."""
+              C: float = 0.05, columns: list[str] | None = None, name: str = "logreg",
+              model_dir: Path | None = None) -> CVResult:
+    """StandardScaler + LogisticRegression on signed-log features, swap-augmented, per fold (saved as JSON)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer, StandardScaler
@@ -162,6 +149,8 @@ def cv_logreg(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_f
         oof[~tr] = symmetric_predict(predict, feats[~tr])
         test += symmetric_predict(predict, test_feats) / len(np.unique(folds))
         coefs.append(np.abs(model[-1].coef_).mean(axis=0))
+        if model_dir is not None:
+            write_json(logreg_state(model, columns), model_dir / f"logreg_fold{k}.json")
     importance = pd.Series(np.mean(coefs, axis=0), index=columns).sort_values(ascending=False)
     return CVResult(name, oof, test, importance, seconds=time.time() - start)
 
@@ -197,12 +186,17 @@ def cv_lgbm(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_fea
     return CVResult("lgbm", oof, test, importance, best, time.time() - start)
 
 
-def build_features(train: pd.DataFrame, test: pd.DataFrame, cfg: BaselineConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Feature tables of train and test; vocabularies fitted (without labels) on the train texts."""
+def build_features(train: pd.DataFrame, test: pd.DataFrame, cfg: BaselineConfig,
+                   save_to: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Feature tables of train and test; vocabularies fitted (without labels) on the train texts (saved to ``save_to``)."""
     featurizer = PairFeaturizer(cfg.feature_config()).fit(train)
+    if save_to is not None:
+        save_featurizer(featurizer, save_to)
     emb_tr = emb_te = None
     if cfg.use_embeddings:
-        emb_tr, emb_te = pair_embeddings(train, cfg.embedding_cache), pair_embeddings(test, cfg.embedding_cache)
+        settings = {k: EMBEDDING_SETTINGS[k] for k in ("max_tokens", "max_chars")}   # saved for the predictor
+        emb_tr = pair_embeddings(train, cfg.embedding_cache, **settings)
+        emb_te = pair_embeddings(test, cfg.embedding_cache, **settings)
     return featurizer.transform(train, emb_tr), featurizer.transform(test, emb_te)
 
 
@@ -237,14 +231,14 @@ def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
     folds = make_folds(train, cfg.n_folds, cfg.seed)
 
     t0 = time.time()
-    feats, test_feats = build_features(train, test, cfg)
+    feats, test_feats = build_features(train, test, cfg, save_to=run_dir / "featurizer")
     seconds_features = time.time() - t0
 
     results: dict[str, CVResult] = {}
     results["length_only"] = cv_logreg(feats, labels, folds, test_feats, cfg.length_logreg_C,
                                        length_columns(feats.columns), name="length_only")
     if cfg.model == "logreg" or cfg.compare:
-        results["logreg"] = cv_logreg(feats, labels, folds, test_feats, cfg.logreg_C)
+        results["logreg"] = cv_logreg(feats, labels, folds, test_feats, cfg.logreg_C, model_dir=run_dir)
     if cfg.model == "lgbm" or cfg.compare:
         results["lgbm"] = cv_lgbm(feats, labels, folds, test_feats, cfg.lgbm_params(), cfg.n_estimators,
                                   cfg.early_stopping_rounds, model_dir=run_dir)
@@ -273,7 +267,7 @@ def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
         m["best_iterations"] = main.best_iterations
     m["seconds_features"] = seconds_features
 
-    oof_df = prob_frame(train["id"], oof_cal, fold=folds, label=labels)
+    oof_df = prob_frame(train["id"], oof_cal, fold=folds, label=labels).assign(**rule_flags(train))
     test_df = prob_frame(test["id"], test_cal)
     write_csv(oof_df, run_dir / "oof.csv")
     write_csv(test_df, run_dir / "test_preds.csv")
@@ -291,9 +285,17 @@ def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
 
     for f in figures.values():  # closed so a notebook shows each once, when it displays the returned figure
         plt.close(f)
-    m["train_ids_sha1"] = ids_fingerprint(train["id"])
     m["seconds"] = time.time() - start
     write_json(m, run_dir / "metrics.json")
+    # Everything 05 needs to predict new rows from this folder alone (no train file, no stored path followed).
+    write_json({"format": 1, "model": cfg.model, "featurizer": "featurizer", "temperature": temperature,
+                "folds": [f"{'lgbm' if cfg.model == 'lgbm' else 'logreg'}_fold{k}.{'txt' if cfg.model == 'lgbm' else 'json'}"
+                          for k in np.unique(folds)],
+                "feature_columns": list(feats.columns), "embeddings": EMBEDDING_SETTINGS if cfg.use_embeddings else None},
+               run_dir / "predictor.json")
+    write_run_info(run_dir, "baseline", layout, {**provenance(loaded, cfg.train_path),
+                                                 "max_train_rows": cfg.max_train_rows, "seed": cfg.seed},
+                   packages=[EMBEDDING_SETTINGS["package"]] if cfg.use_embeddings else [])
     comparison = pd.DataFrame([{"model": name, "oof_log_loss": m[f"{name}_log_loss"],
                                 "oof_accuracy": m[f"{name}_accuracy"], "seconds": res.seconds}
                                for name, res in results.items()])
@@ -301,38 +303,6 @@ def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
             "comparison": comparison, "figures": figures, "features": feats}
 
 
-def ids_fingerprint(ids: Any) -> str:
-    """sha1 of the row ids in order: ties a saved run to the exact train rows its vocabularies came from."""
-    return hashlib.sha1("\n".join(map(str, ids)).encode()).hexdigest()
-
-
 def load_predictor(run_dir: str | Path) -> Callable[[pd.DataFrame], np.ndarray]:
-    """Rebuild a saved LightGBM run as a predictor: the same probabilities its test_preds.csv holds.
-
-    The vocabularies are label-free and deterministic, so they are refitted on the run's train rows
-    (checked against the saved id fingerprint) rather than unpickled; the fold models load from
-    LightGBM text files; the run's temperature is applied last.
-    """
-    import lightgbm as lgb
-
-    from .config import load_config
-    from .io import read_json
-
-    run_dir = Path(run_dir)
-    saved, m = load_config(run_dir), read_json(run_dir / "metrics.json")
-    files = sorted(run_dir.glob("lgbm_fold*.txt"))
-    if not files:
-        raise ValueError(f"{run_dir}: no lgbm_fold*.txt models; only model='lgbm' runs can predict new rows")
-    cfg = from_params(BaselineConfig, saved)
-    train = subsample(load_arena(cfg.train_path), cfg.max_train_rows, cfg.seed)
-    if ids_fingerprint(train["id"]) != m.get("train_ids_sha1"):
-        raise ValueError(f"{run_dir}: the train rows in {cfg.train_path} are not the ones this run was trained on")
-    featurizer = PairFeaturizer(cfg.feature_config()).fit(train)
-    boosters = [lgb.Booster(model_file=str(f)) for f in files]
-
-    def predict(df: pd.DataFrame) -> np.ndarray:
-        feats = featurizer.transform(df, pair_embeddings(df, cfg.embedding_cache) if cfg.use_embeddings else None)
-        probs = np.mean([symmetric_predict(b.predict, feats) for b in boosters], axis=0)
-        return apply_temperature(probs, m["temperature"])
-
-    return predict
+    """A saved run as a predictor (kept for callers of the old name; see :func:`kagglelib.predictor.load_baseline`)."""
+    return load_baseline(run_dir)

@@ -36,6 +36,8 @@ class RunConfig:
 
     # Per-profile values for fields left as None; subclasses extend it.
     PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {}
+    # True where the train file is optional (05 reads it only to check the runs' provenance): "" stays "".
+    TRAIN_OPTIONAL: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -43,7 +45,8 @@ class RunConfig:
         for name, value in self.PROFILE_DEFAULTS.get(self.profile, {}).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
-        self.train_path = str(resolve_input(self.train_path, "train"))
+        if self.train_path or not self.TRAIN_OPTIONAL:
+            self.train_path = str(resolve_input(self.train_path, "train"))
         self.test_path = str(resolve_input(self.test_path, "test"))
         self.output_dir = str(Path(self.output_dir).expanduser() if self.output_dir else paths.default_output_dir())
 
@@ -61,7 +64,10 @@ def resolve_input(path: str, split: str) -> Path:
             return paths.REPO_ROOT / p
         return paths.resolve_data_path(p)
     if paths.detect_env() == "kaggle":
-        found = sorted(paths.KAGGLE_INPUT.glob(f"*/{split}.csv"))
+        found = paths.competition_files(split)
+        if len(found) > 1:   # never guess: another attached dataset's train.csv must not replace the competition's
+            raise ValueError(f"{len(found)} candidate {split} files under {paths.KAGGLE_INPUT}: "
+                             f"{[str(p) for p in found]}; set the parameter {split}_path to the one to use")
         if found:
             return found[0]
     return paths.sample_paths()[0 if split == "train" else 1]

@@ -113,9 +113,13 @@ def _loo_distribution(labels: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     return (loo + alpha) / (loo.sum(axis=1, keepdims=True) + 3 * alpha)
 
 
-def fit_rules(df: pd.DataFrame, probs: np.ndarray, labels: np.ndarray, min_rows: int = 5) -> Rules:
-    """Accept a rule only if its leave-one-out log loss on the matching validation rows beats the model's."""
-    masks = rule_masks(df)
+def fit_rules(df: pd.DataFrame | dict[str, np.ndarray], probs: np.ndarray, labels: np.ndarray,
+              min_rows: int = 5) -> Rules:
+    """Accept a rule only if its leave-one-out log loss on the matching validation rows beats the model's.
+
+    ``df``: the rows, or their :func:`rule_masks` (as stored in a run's held-out predictions file).
+    """
+    masks = df if isinstance(df, dict) else rule_masks(df)
     labels = np.asarray(labels, dtype=np.int64)
     rules = Rules()
     # identical: symmetric by construction (A and B share their mass)
@@ -144,10 +148,10 @@ def fit_rules(df: pd.DataFrame, probs: np.ndarray, labels: np.ndarray, min_rows:
     return rules
 
 
-def apply_rules(df: pd.DataFrame, probs: np.ndarray, rules: Rules) -> np.ndarray:
-    """Replace the predictions of rows matching an accepted rule; symmetric under swap_ab."""
+def apply_rules(df: pd.DataFrame | dict[str, np.ndarray], probs: np.ndarray, rules: Rules) -> np.ndarray:
+    """Replace the predictions of rows matching an accepted rule (rows or their masks); symmetric under swap_ab."""
     out = np.array(probs, dtype=np.float64, copy=True)
-    masks = rule_masks(df)
+    masks = df if isinstance(df, dict) else rule_masks(df)
     if rules.identical is not None:
         out[masks["identical"]] = rules.identical
     if rules.one_empty is not None:

@@ -17,6 +17,7 @@ Vocabularies and IDF weights are fitted without labels on the distinct texts giv
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ import pandas as pd
 from scipy import sparse
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
-from .io import atomic_path
+from .io import atomic_path, read_json, write_json
 from .paths import minilm_dir
 from .text import REFUSAL_PATTERN, head_tail_text, join_turns
 
@@ -250,6 +251,40 @@ class PairFeaturizer:
         out["both_empty"] = out["empty_a"] * out["empty_b"]
         feats = pd.DataFrame(out)
         return feats.replace([np.inf, -np.inf], np.nan).fillna(0.0).astype(np.float32)
+
+
+VECTORISERS = ("words", "word_tfidf", "char_tfidf")   # the fitted parts of a PairFeaturizer
+
+
+def save_featurizer(featurizer: PairFeaturizer, folder: str | Path) -> Path:
+    """Write a fitted featurizer as JSON vocabularies (terms in index order) and .npy IDF weights; no pickle."""
+    folder = Path(folder)
+    state: dict = {"format": 1, "feature_config": dataclasses.asdict(featurizer.cfg), "vectorisers": []}
+    for name in VECTORISERS:
+        vec = getattr(featurizer, name)
+        if not hasattr(vec, "vocabulary_"):   # char TF-IDF off: never fitted
+            continue
+        write_json(sorted(vec.vocabulary_, key=vec.vocabulary_.get), folder / f"{name}_vocab.json")
+        if hasattr(vec, "idf_"):
+            with atomic_path(folder / f"{name}_idf.npy") as tmp, open(tmp, "wb") as f:
+                np.save(f, vec.idf_, allow_pickle=False)
+        state["vectorisers"].append(name)
+    return write_json(state, folder / "featurizer.json")
+
+
+def load_featurizer(folder: str | Path) -> PairFeaturizer:
+    """The featurizer :func:`save_featurizer` wrote, ready to transform (identical features)."""
+    folder = Path(folder)
+    state = read_json(folder / "featurizer.json")
+    featurizer = PairFeaturizer(FeatureConfig(**state["feature_config"]))
+    for name in state["vectorisers"]:
+        vec = getattr(featurizer, name)
+        terms = read_json(folder / f"{name}_vocab.json")
+        vec.set_params(vocabulary={t: i for i, t in enumerate(terms)})
+        if (folder / f"{name}_idf.npy").exists():
+            vec.idf_ = np.load(folder / f"{name}_idf.npy", allow_pickle=False)
+    featurizer.fitted = True
+    return featurizer
 
 
 # ---------------------------------------------------------------- sentence embeddings (optional)

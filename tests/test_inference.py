@@ -146,3 +146,43 @@ def test_rules_accepted_only_when_they_help(write_csv):
     assert identical["model_log_loss"] == pytest.approx(np.log(3)) and identical["rule_log_loss"] < np.log(3)
     assert one_empty == {"rule": "one_empty", "rows": 0, "accepted": False}
     assert json.loads(json.dumps(rules.report)) == rules.report     # plain Python values: metrics.json can hold it
+
+
+@pytest.mark.slow
+def test_loading_runs_for_prediction_imports_no_trainer(tmp_path):
+    """A kernel that only predicts must not need the trainers (or matplotlib): checked in a fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    from kagglelib import baseline
+    from kagglelib.paths import sample_paths
+
+    cfg = baseline.BaselineConfig(output_dir=str(tmp_path), run_name="b", n_folds=2, n_estimators=30,
+                                  max_train_rows=200, use_char_tfidf=False, use_embeddings=False, compare=False)
+    baseline.run_baseline(cfg)
+    code = ("import sys, numpy as np; from kagglelib.inference import load_predictor; from kagglelib.data import "
+            f"load_arena; p = load_predictor({str(cfg.run_dir)!r})(load_arena({str(sample_paths()[1])!r})); "
+            "assert np.isfinite(p).all(); bad = [m for m in sys.modules if m.split('.')[0] == 'matplotlib' or m in "
+            "('kagglelib.training', 'kagglelib.baseline', 'kagglelib.plots')]; print('BAD', bad)")
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=sample_paths()[1].parents[2], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "BAD []" in done.stdout
+
+
+def test_train_path_is_checked_against_each_runs_provenance(tmp_path, train_df, caplog):
+    from kagglelib.inference import check_provenance
+    from kagglelib.paths import sample_paths
+    from kagglelib.predictor import provenance, write_run_info
+
+    runs = [tmp_path / n for n in ("same", "other", "old")]
+    for r in runs:
+        r.mkdir()
+    write_run_info(runs[0], "baseline", "kaggle", provenance(train_df, sample_paths()[0]))
+    write_run_info(runs[1], "baseline", "kaggle", provenance(train_df.head(100), "train.csv"))
+    rows = check_provenance(str(sample_paths()[0]), runs)
+    assert [r["matches_train_path"] for r in rows] == [True, False, False]
+    assert "run other was not trained on" in caplog.text and "run old was not trained on" in caplog.text
+    assert [r["matches_train_path"] for r in check_provenance("", runs)] == [None, None, None]  # "" reads nothing
+    assert rows[0]["train_file"] == "train.csv.gz" and rows[1]["n_rows"] == 100

@@ -5,6 +5,7 @@ import dataclasses
 import difflib
 import importlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -61,10 +62,31 @@ def suite(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("suite")
     out = tmp / "outputs"
     assert [nb.stem for nb in NOTEBOOKS] == list(FAST), "a new notebook needs FAST settings here"
-    for nb in NOTEBOOKS:
-        pm.execute_notebook(str(nb), str(tmp / nb.name), parameters={"output_dir": str(out), **FAST[nb.stem]},
-                            cwd=str(ROOT / "notebooks"), progress_bar=False)
+    # The kernels draw as run_all.sh and Kaggle have them draw: inline (conftest's Agg would hide every figure).
+    backend = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    try:
+        for nb in NOTEBOOKS:
+            pm.execute_notebook(str(nb), str(tmp / nb.name), parameters={"output_dir": str(out), **FAST[nb.stem]},
+                                cwd=str(ROOT / "notebooks"), progress_bar=False)
+    finally:
+        if backend is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = backend
     return out
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("name, pngs", [("01_eda", 5), ("02_baseline", 2)])
+def test_executed_notebooks_show_their_figures_inline(suite, name, pngs):
+    """Every figure the notebook saves as PNG is also shown inline in the executed copy (no bare <Figure ...>)."""
+    cells = json.loads((suite.parent / f"{name}.ipynb").read_text())["cells"]
+    outputs = [o for c in cells for o in c.get("outputs", [])]
+    inline = sum("image/png" in o.get("data", {}) for o in outputs)
+    assert inline >= pngs, f"{name}: {inline} inline images, expected at least {pngs}"
+    assert not any("<Figure size" in "".join(o.get("data", {}).get("text/plain", "")) and "image/png" not in o["data"]
+                   for o in outputs if "data" in o)
 
 
 @pytest.mark.notebooks

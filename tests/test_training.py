@@ -68,7 +68,11 @@ def test_run_folder_contract(resumed):
         assert key in m, key
     assert m["smoke"] is True and m["n_train"] == 32 and m["n_valid"] == 16 and len(m["history"]) == 2
     preds = pd.read_csv(run / "valid_preds.csv")
-    assert list(preds.columns) == ["id", "label", "fold", "winner_model_a", "winner_model_b", "winner_tie"]
+    assert list(preds.columns) == ["id", "label", "fold", "winner_model_a", "winner_model_b", "winner_tie",
+                                   "identical", "empty_a", "empty_b"]   # rule flags: 05 needs no train file
+    info = read_json(run / "run_info.json")
+    assert info["kind"] == "transformer" and info["layout"] == "kaggle" and info["base_model"] == "tiny-gemma2"
+    assert info["provenance"]["train_file"] == "train.csv.gz" and info["provenance"]["n_rows"] == 1110
     assert len(preds) == 16 and (preds["fold"] == 0).all()
     probs = preds[["winner_model_a", "winner_model_b", "winner_tie"]].to_numpy()
     assert np.allclose(probs.sum(1), 1)
