@@ -23,8 +23,8 @@ from .io import read_json, write_json
 
 PROFILES = ("cpu-sample", "kaggle-t4", "colab-a100")
 # Keys a saved config.json carries beside the dataclass's fields: what save_config adds, then what callers pass it
-# (training: smoke, world_size). Readers strip them to rebuild the config.
-METADATA_KEYS = ("config_class", "env", "host", "python", "created", "smoke", "world_size")
+# (02/05: notebook; training: smoke, world_size). Readers strip them to rebuild the config.
+METADATA_KEYS = ("config_class", "env", "host", "python", "created", "notebook", "smoke", "world_size")
 T = TypeVar("T", bound="RunConfig")
 
 
