@@ -179,7 +179,7 @@ GRID_REFERENCE: dict[str, Any] = {"head_layers": 1, "lora_init": "default", "tas
 
 def grid_params(base: dict[str, Any], factors: dict[str, list[Any]] | None = None,
                 prefix: str = "grid") -> list[dict[str, Any]]:
-    """Reference + one-factor-at-a-time variants as GemmaTrainConfig keyword dicts."""
+    """Reference + one-factor-at-a-time variants as DecoderTrainConfig keyword dicts."""
     factors = SEEDS_GRID if factors is None else factors
     ref = {**base, **GRID_REFERENCE, "run_name": f"{prefix}_ref"}
     out = [ref]
@@ -207,21 +207,21 @@ def _write_tta_run(run_dir: Path, out: Path, cfg: dict[str, Any], preds: pd.Data
     from .io import write_csv, write_json
 
     labels = preds["label"].to_numpy(dtype=np.int64)
-    write_json({**cfg, "tta": True, "derived_from": run_dir.name}, out / "config.json")
-    m = read_json(run_dir / "metrics.json")
+    write_json({**cfg, "tta": True, "derived_from": run_dir.name}, out / artifacts.CONFIG)
+    m = read_json(run_dir / artifacts.METRICS)
     write_json({**{f"valid_{k}": v for k, v in metrics.summarise(labels, probs).items()}, "tta": True,
-                "n_train": m.get("n_train"), "smoke": m.get("smoke"), "seconds": m.get("seconds")}, out / "metrics.json")
+                "n_train": m.get("n_train"), "smoke": m.get("smoke"), "seconds": m.get("seconds")}, out / artifacts.METRICS)
     write_csv(preds.assign(**dict(zip(WINNER_COLUMNS, probs.T))), out / "valid_preds.csv")
 
 
 def run_grid(base: dict[str, Any], factors: dict[str, list[Any]] | None = None, prefix: str = "grid",
              tta: bool = True) -> list[Path]:
     """Train the grid with notebook 03's trainer (and a TTA twin of the reference); returns the run folders."""
-    from .training import GemmaTrainConfig, train
+    from .training import DecoderTrainConfig, train
 
     dirs = []
     for params in grid_params(base, factors, prefix):
-        cfg = GemmaTrainConfig(**params)
+        cfg = DecoderTrainConfig(**params)
         train(cfg)
         dirs.append(cfg.run_dir)
     if tta:

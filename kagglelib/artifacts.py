@@ -1,7 +1,7 @@
 """What the notebooks leave on disk: the artifact file names, in one place, and reading finished runs back.
 
 A run folder ``<output_dir>/runs/<run_name>/`` holds ``CONFIG`` and ``METRICS``; a model run also holds its
-held-out predictions (``paths.HELDOUT_FILES``: 02's OOF, 03/04's validation fold). Notebook 01 adds the
+held-out predictions (``HELDOUT_FILES``: 02's OOF, 03/04's validation fold). Notebook 01 adds the
 ``EDA_FIGURES``; notebook 06 writes the ablation files into ``<output_dir>/ABLATION_DIR/``, which
 ``report.py`` reads back for the README.
 """
@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import comma_list
 from .data import WINNER_COLUMNS
-from .paths import heldout_file
+from .io import comma_list
 from .runs import RunError, verify_run
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
+HELDOUT_FILES = ("oof.csv", "valid_preds.csv")   # a run's held-out predictions: 02's OOF, 03/04's validation fold
 
 # Notebook 01 (eda.run_eda): one figure per section.
 EDA_FIGURES = {"label_balance": "label_balance.png", "lengths": "lengths.png", "verbosity_bias": "verbosity_bias.png",
@@ -31,6 +31,11 @@ ABLATION_TABLE_MD = "ablation_table.md"
 CALIBRATION_CSV = "calibration.csv"
 BIAS_REPORT = "bias_report.json"
 ABLATION_FIGURES = {"ablation": "ablation_log_loss.png", "reliability": "reliability.png", "bias": "bias_probes.png"}
+
+
+def heldout_file(run_dir: str | Path) -> Path | None:
+    """The run's held-out predictions file (``oof.csv`` or ``valid_preds.csv``), or None."""
+    return next((Path(run_dir) / n for n in HELDOUT_FILES if (Path(run_dir) / n).exists()), None)
 
 
 def heldout_predictions(run_dir: Path) -> pd.DataFrame | None:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics, plots, runs
+from .artifacts import METRICS
 from .calibration import apply_temperature, crossfit_temperature, fit_temperature
 from .config import RunConfig, save_config
 from .data import load_arena, make_folds, prob_frame
@@ -286,7 +287,7 @@ def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
     for f in figures.values():  # closed so a notebook shows each once, when it displays the returned figure
         plt.close(f)
     m["seconds"] = time.time() - start
-    write_json(m, run_dir / "metrics.json")
+    write_json(m, run_dir / METRICS)
     # Everything 05 needs to predict new rows from this folder alone (no train file, no stored path followed).
     write_json({"format": 1, "model": cfg.model, "featurizer": "featurizer", "temperature": temperature,
                 "folds": [f"{'lgbm' if cfg.model == 'lgbm' else 'logreg'}_fold{k}.{'txt' if cfg.model == 'lgbm' else 'json'}"

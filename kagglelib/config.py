@@ -18,9 +18,13 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from . import paths
+from .artifacts import CONFIG
 from .io import read_json, write_json
 
 PROFILES = ("cpu-sample", "kaggle-t4", "colab-a100")
+# Keys a saved config.json carries beside the dataclass's fields: what save_config adds, then what callers pass it
+# (02/05: notebook; training: smoke, world_size). Readers strip them to rebuild the config.
+METADATA_KEYS = ("config_class", "env", "host", "python", "created", "notebook", "smoke", "world_size")
 T = TypeVar("T", bound="RunConfig")
 
 
@@ -73,11 +77,6 @@ def resolve_input(path: str, split: str) -> Path:
     return paths.sample_paths()[0 if split == "train" else 1]
 
 
-def comma_list(text: str) -> list[str]:
-    """The non-empty, stripped items of a comma-separated parameter ("a, b," -> ["a", "b"])."""
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
 PARAMETER_NAME = re.compile(r"[a-z][a-z0-9_]*")
 # difflib similarity from which an unknown name counts as a misspelt field: catches a dropped, doubled or swapped
 # letter ("learing_rate", "n_fold", "max_lenght"), not a different word ("demo_resume" vs "resume" is 0.71).
@@ -120,11 +119,14 @@ def save_config(cfg: Any, run_dir: str | Path | None = None, **extra: Any) -> Pa
     """Write ``config.json`` (all fields + notebook kind, host, time) into the run folder."""
     run_dir = Path(run_dir) if run_dir is not None else cfg.run_dir
     data = dataclasses.asdict(cfg)
+    unknown = sorted(set(extra) - set(METADATA_KEYS))
+    if unknown:
+        raise ValueError(f"save_config: {unknown} are not in config.METADATA_KEYS (readers could not strip them)")
     data.update(config_class=type(cfg).__name__, env=paths.detect_env(), host=platform.node(),
                 python=platform.python_version(), created=time.strftime("%Y-%m-%dT%H:%M:%S"), **extra)
-    return write_json(data, run_dir / "config.json")
+    return write_json(data, run_dir / CONFIG)
 
 
 def load_config(run_dir: str | Path) -> dict[str, Any]:
     """Read a run's ``config.json``."""
-    return read_json(Path(run_dir) / "config.json")
+    return read_json(Path(run_dir) / CONFIG)

@@ -29,9 +29,10 @@ from typing import Any, Callable, ClassVar, Sequence
 import numpy as np
 import pandas as pd
 
-from .config import RunConfig, comma_list
+from .artifacts import CONFIG, METRICS, heldout_file
+from .config import RunConfig
 from .data import WINNER_COLUMNS, swap_ab, swap_probs
-from .io import atomic_path, read_json
+from .io import atomic_path, comma_list, read_json
 
 log = logging.getLogger(__name__)
 Predictor = Callable[[pd.DataFrame], np.ndarray]
@@ -149,7 +150,7 @@ def run_kind(run_dir: str | Path) -> str:
         return read_json(info_path)["kind"]
     if (run_dir / "model").is_dir():
         return "transformer"
-    if read_json(run_dir / "config.json").get("config_class") == "BaselineConfig":
+    if read_json(run_dir / CONFIG).get("config_class") == "BaselineConfig":
         return "baseline"
     raise ValueError(f"{run_dir}: neither a model/ folder nor a baseline run; cannot predict with it")
 
@@ -203,7 +204,7 @@ def auto_quantization(run_dir: str | Path, device: str | None) -> str | None:
 
     if not torch.cuda.is_available() or not str(device or "cuda").startswith("cuda"):
         return None
-    cfg = read_json(Path(run_dir) / "config.json")
+    cfg = read_json(Path(run_dir) / CONFIG)
     memory = torch.cuda.get_device_properties(torch.device(device or "cuda")).total_memory
     return resolve_quantization("auto", cfg, model_shape(cfg["backbone"]), memory)
 
@@ -315,7 +316,6 @@ class InferenceConfig(RunConfig):
 def validation_predictions(run_dir: Path) -> pd.DataFrame:
     """A run's held-out predictions (oof.csv or valid_preds.csv), indexed by id as str."""
     from .ensemble import read_predictions
-    from .paths import heldout_file
 
     path = heldout_file(run_dir)
     if path is None:
@@ -483,5 +483,5 @@ def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
                      "first_ids": fallback["id"].astype(str).head(10).tolist(),
                      "file": "fallback_rows.csv" if len(fallback) else None},
     }
-    write_json(summary, out_dir / "metrics.json")
+    write_json(summary, out_dir / METRICS)
     return summary

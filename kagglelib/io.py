@@ -1,4 +1,4 @@
-"""Atomic writers for every artifact a run leaves behind (text, JSON, CSV, PNG)."""
+"""Atomic writers for every artifact a run leaves behind (text, JSON, CSV, PNG), and list parameters read back."""
 from __future__ import annotations
 
 import json
@@ -73,3 +73,8 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
     return Path(path)
+
+
+def comma_list(text: str) -> list[str]:
+    """The non-empty, stripped items of a comma-separated parameter ("a, b," -> ["a", "b"])."""
+    return [t.strip() for t in text.split(",") if t.strip()]

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from . import paths
-from .config import comma_list
+from .io import comma_list
 from .text import LABEL_TOKENS, TextConfig
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .config import comma_list
-from .io import read_json, write_json, write_text
+from .artifacts import CONFIG
+from .io import comma_list, read_json, write_json, write_text
 from .paths import COMPETITIONS, DATASET_SLUG, REPO_ROOT, default_output_dir, find_run
 
 COMPETITION = COMPETITIONS[0]
@@ -59,7 +59,7 @@ def run_needs(run_dir: Path) -> dict:
     if (run_dir / "model").is_dir():   # an older transformer run: its needs follow from its config
         from .models import inference_needs, spec_from
 
-        return inference_needs(spec_from(read_json(run_dir / "config.json")))
+        return inference_needs(spec_from(read_json(run_dir / CONFIG)))
     raise ValueError(f"{run_dir}: no run_info.json / predictor.json: an older baseline run that cannot predict "
                      "without its training file. Re-run 02 to make a self-contained run, then package it.")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .artifacts import CONFIG
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # KAGGLELIB_KAGGLE_ROOT (a folder holding input/ and working/) stands in for /kaggle in a simulated kernel.
 KAGGLE_ROOT = Path(os.environ.get("KAGGLELIB_KAGGLE_ROOT") or "/kaggle")
@@ -82,14 +84,6 @@ def run_dir(output_dir: str | Path, run_name: str) -> Path:
     return path
 
 
-HELDOUT_FILES = ("oof.csv", "valid_preds.csv")   # a run's held-out predictions: 02's OOF, 03/04's validation fold
-
-
-def heldout_file(run_dir: str | Path) -> Path | None:
-    """The run's held-out predictions file (``oof.csv`` or ``valid_preds.csv``), or None."""
-    return next((Path(run_dir) / n for n in HELDOUT_FILES if (Path(run_dir) / n).exists()), None)
-
-
 def find_run(name_or_path: str | Path, output_dir: str | Path | None = None) -> Path:
     """Locate a run folder (with config.json) by path, by name under output_dir/runs, or under /kaggle/input.
 
@@ -100,7 +94,7 @@ def find_run(name_or_path: str | Path, output_dir: str | Path | None = None) -> 
         candidates.append(Path(output_dir) / "runs" / str(name_or_path))
     candidates += list(KAGGLE_INPUT.glob(f"*/runs/{name_or_path}")) + list(KAGGLE_INPUT.glob(f"*/{name_or_path}"))
     for c in candidates:
-        if (c / "config.json").exists():
+        if (c / CONFIG).exists():
             from .runs import verify_run
             verify_run(c)   # refuses an unfinished run, one from mixed generations, or one without a manifest
             return c

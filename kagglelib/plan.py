@@ -383,9 +383,9 @@ def _run_config(run: str, output_dir: str, profile: str) -> tuple[dict[str, Any]
         pass
     if "baseline" in run.lower():
         return {"config_class": "BaselineConfig"}, "not trained yet: feature model (02)"
-    cls = training.GemmaTrainConfig if "gemma" in run.lower() or "llm" in run.lower() else training.EncoderTrainConfig
+    cls = training.DecoderTrainConfig if "gemma" in run.lower() or "llm" in run.lower() else training.EncoderTrainConfig
     # On Kaggle the 9B is trained elsewhere (colab-a100) and only predicted here: plan that run.
-    train_profile = "colab-a100" if (cls is training.GemmaTrainConfig and profile == "kaggle-t4") else profile
+    train_profile = "colab-a100" if (cls is training.DecoderTrainConfig and profile == "kaggle-t4") else profile
     cfg = cls(profile=train_profile, run_name=run, output_dir=output_dir or "")
     return {**dataclasses.asdict(cfg), "config_class": cls.__name__}, f"not trained yet: {cls.__name__} profile {train_profile}"
 
@@ -455,7 +455,7 @@ def notebook_plan(notebook: str, params: dict[str, Any] | None = None, gpu: str 
     from .config import from_params
 
     params = dict(params or {})
-    cls = {"03": training.GemmaTrainConfig, "04": training.EncoderTrainConfig,
+    cls = {"03": training.DecoderTrainConfig, "04": training.EncoderTrainConfig,
            "05": inference.InferenceConfig}[str(notebook)[:2]]
     cfg = from_params(cls, params)
     return plan_inference(cfg, gpu) if cls is inference.InferenceConfig else plan_training(cfg, gpu)

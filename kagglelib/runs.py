@@ -39,7 +39,9 @@ from .io import read_json, write_json
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-NOTEBOOK_OF = {"BaselineConfig": "02_baseline", "GemmaTrainConfig": "03_train_gemma_lora",
+# config_class -> notebook; "GemmaTrainConfig" is DecoderTrainConfig's name in runs saved before the rename.
+NOTEBOOK_OF = {"BaselineConfig": "02_baseline", "DecoderTrainConfig": "03_train_gemma_lora",
+               "GemmaTrainConfig": "03_train_gemma_lora",
                "EncoderTrainConfig": "04_train_deberta", "InferenceConfig": "05_tta_inference",
                "EdaConfig": "01_eda"}
 

@@ -37,8 +37,9 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 from transformers.trainer_utils import get_last_checkpoint
 
 from . import data, metrics, models, runs
+from .artifacts import METRICS
 from .calibration import softmax
-from .config import RunConfig, from_params, save_config
+from .config import METADATA_KEYS, RunConfig, from_params, save_config
 from .io import read_json, save_figure, write_csv, write_json
 from .predict import forward_logits, pad_batch, padding_side
 from .predictor import provenance, rule_flags, write_run_info
@@ -64,7 +65,7 @@ class TrainConfig(RunConfig):
     lora_dropout: float = 0.05
     lora_targets: str = ""                 # "" = default for the model_type
     lora_init: str | None = None           # default | pissa | pissa_niter_4
-    quantization: str | None = None        # none | 4bit | 8bit
+    quantization: str = "none"             # none | 4bit | 8bit
     freeze_layers: int | None = None       # first N transformer layers frozen (no LoRA / no gradient)
     gradient_checkpointing: bool | None = None
     attn_implementation: str = "auto"
@@ -126,41 +127,43 @@ class TrainConfig(RunConfig):
         return self.backbone in models.SMOKE_BACKBONES
 
 
-_GEMMA_COMMON = dict(head_layers=1, freeze_layers=0, use_lora=True, lora_r=16, lora_alpha=32, lora_init="default",
-                     gradient_checkpointing=True, prompt_tokens=256, response_tokens=768, max_train_rows=0,
-                     max_valid_rows=0, epochs=1.0, max_steps=0, lr=1e-4, head_lr=1e-4, swap_aug="concat",
-                     eval_steps=0, save_steps=200, scheduler="cosine", logging_steps=10)
-_ENCODER_COMMON = dict(head_layers=1, freeze_layers=0, use_lora=False, lora_r=16, lora_alpha=32, lora_init="default",
-                       quantization="none", prompt_tokens=256, response_tokens=512, max_train_rows=0,
-                       max_valid_rows=0, epochs=2.0, max_steps=0, lr=1e-5, head_lr=1e-4, swap_aug="concat",
-                       eval_steps=0, save_steps=500, scheduler="cosine", logging_steps=10)
+# What the two GPU profiles of each class share (cpu-sample differs in every one of these keys).
+_DECODER_GPU = dict(head_layers=1, lora_r=16, lora_alpha=32, lora_init="default", gradient_checkpointing=True,
+                    prompt_tokens=256, response_tokens=768, max_train_rows=0, max_valid_rows=0, max_steps=0, lr=1e-4,
+                    head_lr=1e-4, swap_aug="concat", eval_steps=0, save_steps=200, logging_steps=10,
+                    eval_batch_size=8, grad_accum=4)
+_ENCODER_GPU = dict(backbone="microsoft/deberta-v3-large", freeze_layers=0, gradient_checkpointing=True,
+                    prompt_tokens=256, response_tokens=512, lr=1e-5, head_lr=1e-4, scheduler="cosine",
+                    swap_aug="concat", logging_steps=10)
 
 
 @dataclass
-class GemmaTrainConfig(TrainConfig):
-    """Notebook 03: Gemma-2 (or any decoder LM) LoRA classifier / next-token scorer."""
+class DecoderTrainConfig(TrainConfig):
+    """Notebook 03: any decoder LM (Gemma-2, Qwen, Llama) with LoRA, as a classifier or next-token scorer."""
 
     run_name: str = "gemma_lora"
+    # the same on every profile
+    use_lora: bool = True
+    freeze_layers: int = 0
+    epochs: float = 1.0
+    batch_size: int = 4
+    scheduler: str = "cosine"
     PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         # `python -m kagglelib.plan --profile colab-a100 --notebook 03`: 9B bf16 LoRA, 27 GiB of an A100-40's 39,
         # 3.6e18 FLOP, ~9.6 h at 35% of 312 TFLOP/s (Colab Pro+ sessions: 24 h; checkpoints every 200 steps).
-        "colab-a100": {**_GEMMA_COMMON, "backbone": "google/gemma-2-9b-it", "quantization": "none",
-                       "precision": "bf16", "allow_download": True, "max_length": 2048, "batch_size": 4,
-                       "eval_batch_size": 8, "grad_accum": 4},
+        "colab-a100": {**_DECODER_GPU, "backbone": "google/gemma-2-9b-it", "precision": "bf16",
+                       "allow_download": True, "max_length": 2048},
         # The 9B does not fit a 12 h T4 session (plan: 3.0e18 FLOP, ~60 h 4-bit on one T4). Gemma-2-2B in fp16
         # (4.9 GiB of weights, no 4-bit dequantisation cost) over the whole training fold once, without swap
         # copies (TTA covers order at inference): 3.7e17 FLOP, 6.9 GiB peak, ~5.7 h, half the session spare.
-        "kaggle-t4": {**_GEMMA_COMMON, "backbone": "google/gemma-2-2b-it", "quantization": "none",
-                      "precision": "fp16", "allow_download": False, "max_length": 1024, "batch_size": 4,
-                      "eval_batch_size": 8, "grad_accum": 4, "swap_aug": "none"},
+        "kaggle-t4": {**_DECODER_GPU, "backbone": "google/gemma-2-2b-it", "precision": "fp16",
+                      "allow_download": False, "max_length": 1024, "swap_aug": "none"},
         # Smoke run on CPU: random tiny Gemma-2, exercises LoRA + PiSSA + 3-layer head + checkpoint/resume.
-        "cpu-sample": {"backbone": "tiny-gemma2", "head_layers": 3, "freeze_layers": 0, "use_lora": True, "lora_r": 8, "lora_alpha": 16,
-                       "lora_init": "pissa_niter_4", "quantization": "none", "gradient_checkpointing": False,
-                       "precision": "fp32", "allow_download": False, "max_length": 192, "prompt_tokens": 48,
-                       "response_tokens": 64, "max_train_rows": 64, "max_valid_rows": 48, "epochs": 1.0,
-                       "max_steps": 12, "batch_size": 4, "eval_batch_size": 32, "grad_accum": 1, "lr": 2e-3,
-                       "head_lr": 2e-3, "swap_aug": "pair", "eval_steps": 6, "save_steps": 6,
-                       "scheduler": "cosine", "logging_steps": 2},
+        "cpu-sample": dict(backbone="tiny-gemma2", head_layers=3, lora_r=8, lora_alpha=16, lora_init="pissa_niter_4",
+                           gradient_checkpointing=False, precision="fp32", allow_download=False, max_length=192,
+                           prompt_tokens=48, response_tokens=64, max_train_rows=64, max_valid_rows=48, max_steps=12,
+                           eval_batch_size=32, grad_accum=1, lr=2e-3, head_lr=2e-3, swap_aug="pair", eval_steps=6,
+                           save_steps=6, logging_steps=2),
     }
 
 
@@ -169,25 +172,37 @@ class EncoderTrainConfig(TrainConfig):
     """Notebook 04: DeBERTa-v3 / BERT-family / MiniLM classifier (full fine-tune by default)."""
 
     run_name: str = "encoder"
+    # the same on every profile
+    head_layers: int = 1
+    use_lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_init: str = "default"
+    max_train_rows: int = 0
+    max_valid_rows: int = 0
+    epochs: float = 2.0
+    max_steps: int = 0
+    eval_steps: int = 0
+    save_steps: int = 500
     PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         # Plan: without checkpointing 8x1536 needs ~64 GiB of activations (DeBERTa's 16 heads x 1536^2 scores per
         # layer); with it 12.8 GiB of an A100-40, ~1.2 h.
-        "colab-a100": {**_ENCODER_COMMON, "backbone": "microsoft/deberta-v3-large", "gradient_checkpointing": True,
-                       "precision": "bf16", "allow_download": True, "max_length": 1536, "batch_size": 8,
-                       "eval_batch_size": 16, "grad_accum": 2},
+        "colab-a100": {**_ENCODER_GPU, "precision": "bf16", "allow_download": True, "max_length": 1536,
+                       "batch_size": 8, "eval_batch_size": 16, "grad_accum": 2},
         # Plan: full fine-tune fp16, 9.8 GiB of 15, 3.9e17 FLOP, ~5.7 h on one T4 (2 epochs, swap copies).
-        "kaggle-t4": {**_ENCODER_COMMON, "backbone": "microsoft/deberta-v3-large", "gradient_checkpointing": True,
-                      "precision": "fp16", "allow_download": False, "max_length": 1024, "batch_size": 4,
-                      "eval_batch_size": 8, "grad_accum": 4},
+        "kaggle-t4": {**_ENCODER_GPU, "precision": "fp16", "allow_download": False, "max_length": 1024,
+                      "batch_size": 4, "eval_batch_size": 8, "grad_accum": 4},
         # Real pretrained MiniLM on the bundled sample: a few minutes on 2 CPU cores, beats the class prior.
-        "cpu-sample": {**_ENCODER_COMMON, "backbone": "minilm", "gradient_checkpointing": False, "precision": "fp32",
-                       "allow_download": False, "max_length": 256, "prompt_tokens": 32, "response_tokens": 96,
-                       "freeze_layers": 1, "epochs": 2.0, "batch_size": 8, "eval_batch_size": 64, "grad_accum": 1,
-                       "lr": 1e-4, "head_lr": 3e-3, "scheduler": "linear", "swap_aug": "none", "logging_steps": 20},
+        "cpu-sample": dict(backbone="minilm", freeze_layers=1, gradient_checkpointing=False, precision="fp32",
+                           allow_download=False, max_length=256, prompt_tokens=32, response_tokens=96, batch_size=8,
+                           eval_batch_size=64, grad_accum=1, lr=1e-4, head_lr=3e-3, scheduler="linear",
+                           swap_aug="none", logging_steps=20),
     }
 
 
-CONFIG_CLASSES = {c.__name__: c for c in (TrainConfig, GemmaTrainConfig, EncoderTrainConfig)}
+# config_class -> class; "GemmaTrainConfig" stays so runs saved before the rename still load.
+CONFIG_CLASSES = {"TrainConfig": TrainConfig, "DecoderTrainConfig": DecoderTrainConfig,
+                  "GemmaTrainConfig": DecoderTrainConfig, "EncoderTrainConfig": EncoderTrainConfig}
 
 
 # ---------------------------------------------------------------- data
@@ -660,7 +675,7 @@ def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | N
         fig = loss_curve(train_hist, eval_hist, out["prior_log_loss"], title)
         save_figure(fig, run_dir / "loss_curve.png")
         plt.close(fig)
-        write_json(out, run_dir / "metrics.json")
+        write_json(out, run_dir / METRICS)
         if cfg.keep_checkpoints and ckpt_dir.is_dir():   # kept in the run, outside its manifest
             shutil.move(str(ckpt_dir), str(run_dir / "checkpoints"))
         shutil.rmtree(work, ignore_errors=True)
@@ -669,11 +684,11 @@ def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | N
 
 
 def config_from_json(path: str | Path) -> TrainConfig:
-    """A config from a JSON file of field values (``config_class`` picks Gemma/Encoder/TrainConfig)."""
+    """A config from a JSON file of field values (``config_class`` picks Decoder/Encoder/TrainConfig)."""
     raw = read_json(path)
     cls = CONFIG_CLASSES.get(raw.pop("config_class", "TrainConfig"), TrainConfig)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names - {"env", "host", "python", "created", "smoke", "world_size"})
+    unknown = sorted(set(raw) - names - set(METADATA_KEYS))
     if unknown:
         raise ValueError(f"{path}: unknown config field(s) {unknown}")
     return from_params(cls, raw)

@@ -1,6 +1,8 @@
-"""Notebook 01's library call (eda.run_eda), the shared text conventions, and config.from_params's name checks."""
+"""Notebook 01's library call (eda.run_eda), the shared text conventions, and the configs: from_params's name checks,
+one home per setting (profile tables), saved configs read back."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass
@@ -8,8 +10,8 @@ from dataclasses import dataclass
 import pandas as pd
 import pytest
 
-from kagglelib import artifacts, eda
-from kagglelib.config import RunConfig, from_params, looks_like_parameter
+from kagglelib import ablation, artifacts, baseline, eda, inference, runs, training
+from kagglelib.config import METADATA_KEYS, PROFILES, RunConfig, from_params, looks_like_parameter, save_config
 from kagglelib.features import text_stats
 from kagglelib.text import join_turns
 
@@ -84,3 +86,38 @@ def test_position_and_longer_wins_shares_with_intervals():
     longer = eda.longer_wins_rate(df)                    # the tie is left out; the longer side won 2 of 3
     assert longer["rows"] == 3 and longer["longer_wins"] == pytest.approx(2 / 3)
     assert all(v != v for v in eda.share_interval(0, 0))   # no rows: NaN, not a division error
+
+
+CONFIGS = (eda.EdaConfig, baseline.BaselineConfig, training.DecoderTrainConfig, training.EncoderTrainConfig,
+           inference.InferenceConfig, ablation.AblationConfig)
+
+
+@pytest.mark.parametrize("cls", CONFIGS, ids=lambda c: c.__name__)
+def test_profile_tables_hold_only_what_differs(cls):
+    """A profile value is for a None field (else the dataclass default silently wins), is set by every profile, and
+    differs somewhere (a value the same in every profile belongs in the dataclass as its default)."""
+    table = cls.PROFILE_DEFAULTS
+    assert set(table) <= set(PROFILES)
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    keys = set().union(*table.values()) if table else set()
+    for key in sorted(keys):
+        assert defaults[key] is None, f"{cls.__name__}.{key}: the profile value never applies (default {defaults[key]!r})"
+        values = [table.get(p, {}).get(key) for p in PROFILES]
+        assert None not in values, f"{cls.__name__}.{key}: not set by every profile"
+        assert len({json.dumps(v) for v in values}) > 1, f"{cls.__name__}.{key}: {values[0]!r} in every profile"
+    assert {k for k, v in defaults.items() if v is None} == keys, f"{cls.__name__}: None fields without a profile value"
+
+
+def test_saved_training_config_reads_back_under_the_old_and_new_class_name(tmp_path):
+    cfg = training.DecoderTrainConfig(output_dir=str(tmp_path), lr=5e-3)
+    path = save_config(cfg, tmp_path, smoke=cfg.smoke, world_size=1)
+    saved, names = set(json.loads(path.read_text())), {f.name for f in dataclasses.fields(cfg)}
+    assert names <= saved and saved - names == {"config_class", "env", "host", "python", "created", "smoke", "world_size"}
+    assert saved - names <= set(METADATA_KEYS)
+    assert training.config_from_json(path) == cfg
+    raw = {**json.loads(path.read_text()), "config_class": "GemmaTrainConfig"}   # a run saved before the rename
+    (tmp_path / "old.json").write_text(json.dumps(raw))
+    assert training.config_from_json(tmp_path / "old.json") == cfg
+    assert runs.NOTEBOOK_OF["GemmaTrainConfig"] == runs.NOTEBOOK_OF["DecoderTrainConfig"] == "03_train_gemma_lora"
+    with pytest.raises(ValueError, match="METADATA_KEYS"):   # an extra key no reader would know to strip
+        save_config(cfg, tmp_path, gpu="a100")

@@ -34,7 +34,7 @@ T4, A100 = (7, 5), (8, 0)
 # ---------------------------------------------------------------- 1: TrainingArguments across versions
 
 def _cfg(tmp_path, **kw):
-    return training.GemmaTrainConfig(output_dir=str(tmp_path), progress=False, **kw)
+    return training.DecoderTrainConfig(output_dir=str(tmp_path), progress=False, **kw)
 
 
 def test_training_kwargs_exist_in_installed_signature(tmp_path):
@@ -90,7 +90,7 @@ def test_floor_transformers_trains_a_tiny_run(tmp_path):
         "import sys, transformers, peft; from kagglelib import models, training\n"
         f"assert transformers.__version__.startswith('{tf}'), transformers.__version__\n"
         f"assert peft.__version__.startswith('{pf}'), peft.__version__\n"
-        "cfg = training.GemmaTrainConfig(output_dir=sys.argv[1], run_name='floor', max_train_rows=16, "
+        "cfg = training.DecoderTrainConfig(output_dir=sys.argv[1], run_name='floor', max_train_rows=16, "
         "max_valid_rows=8, max_length=64, prompt_tokens=16, response_tokens=24, max_steps=2, eval_steps=2, "
         "save_steps=2, gradient_checkpointing=True, progress=False)\n"
         "out = training.train(cfg)\n"

@@ -1,6 +1,7 @@
 """Every numbered notebook: contract parameters, kernelspec, and a headless papermill run on the sample."""
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import importlib
@@ -21,28 +22,62 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 CONTRACT = {"train_path", "test_path", "output_dir", "run_name", "profile"}
 
 
+def parameters_cell(content: dict) -> str:
+    """The source of the notebook's one cell tagged ``parameters``."""
+    tagged = [c for c in content["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    return "".join(tagged[0]["source"])
+
+
+def config_class(content: dict) -> type:
+    """The config dataclass the notebook builds with ``from_params(<class>, globals())``."""
+    code = "".join("".join(c["source"]) for c in content["cells"] if c["cell_type"] == "code")
+    (config_name,) = re.findall(r"from_params\(([\w.]+), globals\(\)\)", code)
+    module, _, cls = config_name.rpartition(".")
+    return getattr(importlib.import_module(f"kagglelib.{module or 'config'}"), cls)
+
+
+def field_default(f: dataclasses.Field) -> object:
+    """A dataclass field's default value (calling its default_factory)."""
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_contract(nb):
     content = json.loads(nb.read_text())
     assert content["metadata"]["kernelspec"]["name"] == "python3"
-    tagged = [c for c in content["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
-    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    cell = parameters_cell(content)
     params = pm.inspect_notebook(str(nb))
     assert CONTRACT <= set(params), f"missing contract parameters: {CONTRACT - set(params)}"
-    n_lines = len("".join(tagged[0]["source"]).splitlines())
-    assert len(params) == n_lines, "every parameters line must parse (no '=' inside comments)"
+    assert len(params) == len(cell.splitlines()), "every parameters line must parse (no '=' inside comments)"
     code = "".join("".join(c["source"]) for c in content["cells"] if c["cell_type"] == "code")
     assert "def " not in code and "pip install" not in code
-    # The parameters cell mirrors the config dataclass: every field is listed, so papermill users can see it.
-    (config_name,) = re.findall(r"from_params\(([\w.]+), globals\(\)\)", code)
-    module, _, cls = config_name.rpartition(".")
-    config_cls = getattr(importlib.import_module(f"kagglelib.{module or 'config'}"), cls)
-    missing = {f.name for f in dataclasses.fields(config_cls)} - set(params)
-    assert not missing, f"{config_name} fields missing from the parameters cell: {sorted(missing)}"
     # Notebook-only switches (03's demo_resume) must not read as a misspelt field, or from_params rejects them.
-    fields = [f.name for f in dataclasses.fields(config_cls)]
+    fields = [f.name for f in dataclasses.fields(config_class(content))]
     for extra in set(params) - set(fields):
         assert not difflib.get_close_matches(extra, fields, 1, MISSPELLING_CUTOFF), f"{extra} looks like a typo"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameters_cell_shows_the_dataclass_defaults_in_its_order(nb):
+    """The cell lists a subset of the fields (any other is set with papermill -p): each with a comment, its value
+    the dataclass default (None only where the default is None: the profile decides), in the dataclass's order."""
+    content = json.loads(nb.read_text())
+    cls = config_class(content)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    order = list(fields)
+    shown = []
+    for stmt in ast.parse(parameters_cell(content)).body:
+        assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1, ast.unparse(stmt)
+        name, value = stmt.targets[0].id, ast.literal_eval(stmt.value)
+        if name in fields:
+            default = field_default(fields[name])
+            assert value == default and type(value) is type(default), \
+                f"{nb.stem}: {name} = {value!r}, but {cls.__name__}'s default is {default!r}"
+            shown.append(name)
+    assert shown == sorted(shown, key=order.index), f"{nb.stem}: parameters not in {cls.__name__} field order"
+    for line in parameters_cell(content).splitlines():
+        assert "#" in line and line.split("#", 1)[1].strip(), f"{nb.stem}: no comment on {line!r}"
 
 
 # Small settings so the whole chain runs in a couple of minutes on 2 cores; run_all.sh uses the defaults.

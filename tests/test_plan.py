@@ -20,7 +20,7 @@ def test_known_shapes_match_published_parameter_counts(name, params):
 
 
 def test_old_9b_training_on_a_t4_does_not_fit(tmp_path):
-    p = plan.plan_training(training.GemmaTrainConfig(output_dir=str(tmp_path), **OLD_T4), bench={})
+    p = plan.plan_training(training.DecoderTrainConfig(output_dir=str(tmp_path), **OLD_T4), bench={})
     assert not p.fits and any("12 h session limit" in x for x in p.problems)
     assert "DOES NOT FIT" in p.table()
     flops = float(p.rows["FLOPs"].split()[0])
@@ -70,7 +70,7 @@ def test_token_lengths_say_how_they_were_counted(train_df):
 
 
 def test_measured_bench_replaces_the_constants(tmp_path, monkeypatch):
-    cfg = training.GemmaTrainConfig(output_dir=str(tmp_path), profile="kaggle-t4")
+    cfg = training.DecoderTrainConfig(output_dir=str(tmp_path), profile="kaggle-t4")
     base = plan.plan_training(cfg, bench={})
     bench = tmp_path / "gpu_check.json"
     bench.write_text(json.dumps({"mfu": {"T4/train/none": plan.TRAIN_MFU["T4"] / 2}}))

@@ -25,8 +25,8 @@ SMALL = dict(profile="cpu-sample", max_train_rows=32, max_valid_rows=16, max_len
              response_tokens=24, freeze_layers=0, batch_size=4, eval_batch_size=16, lr=5e-3, head_lr=5e-3, progress=False)
 
 
-def gemma_cfg(tmp_path, run_name, **kw) -> training.GemmaTrainConfig:
-    return training.GemmaTrainConfig(output_dir=str(tmp_path), run_name=run_name,
+def gemma_cfg(tmp_path, run_name, **kw) -> training.DecoderTrainConfig:
+    return training.DecoderTrainConfig(output_dir=str(tmp_path), run_name=run_name,
                                      **{**SMALL, "max_steps": 4, "eval_steps": 2, "save_steps": 2, **kw})
 
 
@@ -87,7 +87,7 @@ def test_run_folder_contract(resumed):
 @pytest.mark.slow
 def test_overfits_32_rows(tmp_path):
     """One 32-row batch, full fine-tuning of the (dropout-free) tiny Gemma-2: training loss goes to ~0."""
-    cfg = training.GemmaTrainConfig(
+    cfg = training.DecoderTrainConfig(
         output_dir=str(tmp_path), run_name="overfit", **{**SMALL, "use_lora": False, "head_layers": 1,
                                                          "head_dropout": 0.0, "batch_size": 32, "max_steps": 40,
                                                          "lr": 3e-3, "head_lr": 3e-3, "warmup_ratio": 0.0,
@@ -126,9 +126,9 @@ def test_early_stopping_keeps_the_best_evaluation(tmp_path, ema_decay):
 
 def test_config_errors(tmp_path):
     with pytest.raises(ValueError, match="fold"):
-        training.GemmaTrainConfig(output_dir=str(tmp_path), fold=7)
+        training.DecoderTrainConfig(output_dir=str(tmp_path), fold=7)
     with pytest.raises(ValueError, match="swap_aug"):
-        training.GemmaTrainConfig(output_dir=str(tmp_path), swap_aug="sometimes")
+        training.DecoderTrainConfig(output_dir=str(tmp_path), swap_aug="sometimes")
     with pytest.raises(ValueError, match="quantization"):
         training.EncoderTrainConfig(output_dir=str(tmp_path), quantization="4bit", use_lora=False)
 
