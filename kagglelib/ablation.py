@@ -180,9 +180,9 @@ def calibration_table(run_dirs: list[Path], seed: int = 0) -> tuple[pd.DataFrame
 def probe_rows(run_dir: Path, n_rows: int, seed: int = 0) -> pd.DataFrame:
     """Up to ``n_rows`` real battles the run held out (its train file, rows in its held-out predictions)."""
     from .config import load_config
-    from .data import load_arena
+    from .data import load_training
 
-    train = load_arena(load_config(run_dir)["train_path"])
+    train = load_training(load_config(run_dir)["train_path"])
     preds = heldout_predictions(run_dir)
     if preds is not None:
         train = train[train["id"].astype(str).isin(set(preds["id"].astype(str)))]
@@ -234,13 +234,13 @@ def grid_params(base: dict[str, Any], factors: dict[str, list[Any]] | None = Non
 def tta_validation_run(run_dir: Path) -> Path:
     """A sibling run ``<name>_tta`` holding the run's validation predictions redone with swap TTA."""
     from .config import load_config
-    from .data import load_arena, rows_by_id
+    from .data import load_training, rows_by_id
     from .inference import load_predictor, tta_predict
     from .io import write_csv, write_json
 
     cfg = load_config(run_dir)
     preds = pd.read_csv(run_dir / "valid_preds.csv")
-    rows = rows_by_id(load_arena(cfg["train_path"]), preds["id"])
+    rows = rows_by_id(load_training(cfg["train_path"]), preds["id"])
     probs = tta_predict(load_predictor(run_dir), rows)
     out = run_dir.parent / f"{run_dir.name}_tta"
     out.mkdir(exist_ok=True)

@@ -49,8 +49,14 @@ class RunConfig:
         return paths.run_dir(self.output_dir, self.run_name)
 
 
-def resolve_input(path: str, split: str) -> Path:
-    """An explicit path (cwd, then repo root, then data dirs), or the default train/test file for this env."""
+def resolve_input(path: str | list, split: str) -> Path | str:
+    """An explicit path (cwd, then repo root, then data dirs), or the default train/test file for this env.
+
+    Several files (a list, or a comma-separated string from papermill) resolve one by one, joined by commas.
+    """
+    items = path if isinstance(path, (list, tuple)) else comma_list(path) if "," in str(path) else None
+    if items is not None:
+        return ",".join(str(resolve_input(p, split)) for p in items)
     if path:
         p = Path(path).expanduser()
         if not p.is_absolute() and not p.exists() and (paths.REPO_ROOT / p).exists():

@@ -127,11 +127,17 @@ def predict_chunked(predictors: Predictor | Sequence[Predictor], df: pd.DataFram
 def run_kind(run_dir: str | Path) -> str:
     """'transformer' for a run with a saved model, 'baseline' for a feature-model run."""
     run_dir = Path(run_dir)
-    if (run_dir / "model").is_dir():
+    if (run_dir / "model").is_dir() or fold_run_dirs(run_dir):
         return "transformer"
     if read_json(run_dir / "config.json").get("config_class") == "BaselineConfig":
         return "baseline"
     raise ValueError(f"{run_dir}: neither a model/ folder nor a baseline run; cannot predict with it")
+
+
+def fold_run_dirs(run_dir: str | Path) -> list[Path]:
+    """The fold sub-runs (``fold<k>/`` with a saved model) of an all-fold run, by fold number."""
+    found = [p for p in Path(run_dir).glob("fold*") if p.name[4:].isdigit() and (p / "model").is_dir()]
+    return sorted(found, key=lambda p: int(p.name[4:]))
 
 
 def run_fingerprint(run_dir: str | Path, tta: bool) -> str:
@@ -146,8 +152,15 @@ def transformer_predictor(run_dir: str | Path, device: str | None = None, precis
     """A predictor for a saved transformer run (LoRA adapter + head, or full weights) on one device.
 
     ``batch_tokens`` None: 16384 on a GPU, 2048 on CPU (measured faster there: less padding, better cache use).
+    An all-fold run (``fold<k>/`` sub-runs, no ``model/``) predicts the mean of its fold models' probabilities.
     """
     import torch
+
+    folds = fold_run_dirs(run_dir) if not (Path(run_dir) / "model").is_dir() else []
+    if folds:
+        # Each fold model is loaded once and kept (fine for encoders; a LoRA run holds one base per fold).
+        members = [transformer_predictor(f, device, precision, quantization, batch_tokens, progress) for f in folds]
+        return lambda df: np.mean([np.asarray(m(df), dtype=np.float64) for m in members], axis=0)
 
     from .models import load_for_inference, resolve_precision
     from .predict import predict_probs
@@ -252,14 +265,16 @@ def validation_predictions(run_dir: Path) -> pd.DataFrame:
     path = heldout_file(run_dir)
     if path is None:
         raise FileNotFoundError(f"{run_dir}: no oof.csv or valid_preds.csv to fit the ensemble on")
-    return read_predictions(str(path))
+    preds = read_predictions(str(path))
+    # Rows trained on soft (pseudo) labels have no real label to fit a blend on.
+    return preds[~preds["soft"].astype(bool)] if "soft" in preds.columns else preds
 
 
 def run_inference(cfg: InferenceConfig) -> dict[str, Any]:
     """Predict the test file with every run (TTA, chunks, devices), blend, calibrate, write submission.csv."""
     from . import metrics
     from .config import save_config
-    from .data import load_arena, prob_frame, rows_by_id
+    from .data import load_arena, load_training, prob_frame, rows_by_id
     from .ensemble import apply_blend, apply_rules, crossfit_blend, fit_blend, fit_rules
     from .io import write_csv, write_json
     from .paths import KAGGLE_WORKING, detect_env, find_run
@@ -296,7 +311,7 @@ def run_inference(cfg: InferenceConfig) -> dict[str, Any]:
     valid_final = apply_blend(valid_probs, weights, temperature)
     # Weights and temperature fitted on these same rows flatter them; the cross-fitted figure does not.
     valid_crossfit = crossfit_blend(valid_probs, labels, cfg.ensemble, cfg.calibrate)
-    train = load_arena(load_config(run_dirs[0])["train_path"])
+    train = load_training(load_config(run_dirs[0])["train_path"])
     layout = train.attrs["load_report"].layout   # "wsdm": the submission is id,winner
     train = rows_by_id(train, common)
     rules = fit_rules(train, valid_final, labels) if cfg.postprocess else None
