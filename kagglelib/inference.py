@@ -240,6 +240,7 @@ class InferenceConfig(RunConfig):
     precision: str = "auto"               # auto | bf16 | fp16 | fp32 (fp32 on CPU)
     quantization: str = ""                # "" keeps each run's setting | none | 8bit | 4bit
     time_budget_s: float | None = None    # stop starting chunks before this many seconds (Kaggle: 9 h limit)
+    pseudo_label_path: str = ""           # also write the blended test probabilities as a soft-labelled train file
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         "cpu-sample": {"chunk_rows": 256, "batch_tokens": 2048, "time_budget_s": 3600.0},  # CPU: small batches are faster
@@ -330,6 +331,14 @@ def run_inference(cfg: InferenceConfig) -> dict[str, Any]:
                                                          if detect_env() == "kaggle" else [])
     for copy in copies:
         validate_submission(write_submission(test["id"], final, copy, layout), cfg.test_path)
+
+    if cfg.pseudo_label_path:
+        from .pseudo import write_soft_file
+        if not all(s["complete"] for s in statuses):
+            raise RuntimeError("pseudo-labels need a prediction for every test row; the time budget stopped early")
+        write_soft_file(test, final, cfg.pseudo_label_path, {
+            "input": cfg.test_path, "tta": cfg.tta, "temperature": temperature, "rules": rules is not None,
+            "runs": [{"run": d.name, "path": str(d), "weight": float(w)} for d, w in zip(run_dirs, weights)]})
 
     summary = {
         "runs": [d.name for d in run_dirs], "weights": dict(zip([d.name for d in run_dirs], weights.tolist())),
