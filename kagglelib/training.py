@@ -282,6 +282,11 @@ def load_teacher(cfg: TrainConfig, df: pd.DataFrame, rows: np.ndarray) -> np.nda
             raise ValueError(f"{what} has no out-of-fold prediction for {int(missing.sum())} of the {len(ids)} "
                              f"training rows (first id {ids[missing][0]!r}): its models trained on them or never "
                              "saw them. Train the teacher on every fold (folds='all') or use 02's oof.csv")
+        if "label" in table.columns:   # same ids, other labels: not the same rows
+            differ = table.loc[ids, "label"].to_numpy(dtype=np.int64) != df["label"].to_numpy()[rows]
+            if differ.any():
+                raise ValueError(f"{what}: labels differ from the train file's for {int(differ.sum())} rows "
+                                 f"(first id {ids[differ][0]!r}); it was not trained on these rows")
     elif missing.any():
         raise ValueError(f"{what} has no prediction for {int(missing.sum())} of the {len(ids)} training rows "
                          f"(first id {ids[missing][0]!r})")
