@@ -1,4 +1,4 @@
-"""Issue 12's figures on the bundled sample (CPU): all-fold MiniLM, distilled MiniLM, 05 blend on full OOF, pseudo-labels.
+"""Issue 12's figures on the sample (CPU): all-fold MiniLM, distilled MiniLM, 05 blend on full OOF, pseudo-labels.
 
     OUTPUT_DIR=/tmp/i12-out .venv/bin/python bench/folds_distill.py [key=value ...]   # 04 overrides, e.g. epochs=1
 
@@ -74,7 +74,8 @@ def main() -> None:
     kw = {"profile": "cpu-sample", "output_dir": str(OUT), "progress": False, **overrides(sys.argv[1:])}
     res: dict = {"encoder_overrides": overrides(sys.argv[1:]), "baseline": baseline("baseline")}
     train(EncoderTrainConfig(run_name="minilm_all", folds="all", **kw))
-    train(EncoderTrainConfig(run_name="minilm_all_distill", folds="all", teacher="baseline", distill_alpha=0.5,
+    teacher = str(OUT / "runs" / "baseline")   # 02's out-of-fold predictions
+    train(EncoderTrainConfig(run_name="minilm_all_distill", folds="all", teacher=teacher, distill_alpha=0.5,
                              distill_temperature=2.0, **kw))
     for run in ("baseline", "minilm_all", "minilm_all_distill"):
         res[run] = figure(run)

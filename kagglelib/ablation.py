@@ -218,7 +218,8 @@ def bias_frame(report: dict) -> pd.DataFrame:
 
 
 # The seeds' ablation: one reference fine-tune and one variant per factor, same data, fold and seed.
-SEEDS_GRID: dict[str, list[Any]] = {"head_layers": [3], "lora_init": ["pissa"], "task": ["next_token"], "folds": ["all"]}
+SEEDS_GRID: dict[str, list[Any]] = {"head_layers": [3], "lora_init": ["pissa"], "task": ["next_token"],
+                                    "folds": ["all"]}
 GRID_REFERENCE: dict[str, Any] = {"head_layers": 1, "lora_init": "default", "task": "classifier", "folds": ""}
 DISTILL_ROW: dict[str, Any] = {"distill_alpha": 0.5, "distill_temperature": 2.0}   # teacher: the folds-all row
 

@@ -180,7 +180,8 @@ def cv_logreg(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_f
                               LogisticRegression(C=C, max_iter=2000))
         # Multi-threaded BLAS on these small matrices only spins; measured 15x slower on shared cores.
         with threadpool_limits(1, user_api="blas"):
-            model.fit(x.to_numpy(np.float64), y, **({} if weight is None else {"logisticregression__sample_weight": weight}))
+            fit_kw = {} if weight is None else {"logisticregression__sample_weight": weight}
+            model.fit(x.to_numpy(np.float64), y, **fit_kw)
         predict = lambda f: three_class(model.predict_proba(f.to_numpy(np.float64)), model.classes_)  # noqa: E731
         oof[~tr] = symmetric_predict(predict, feats[~tr])
         test += symmetric_predict(predict, test_feats) / len(np.unique(folds))

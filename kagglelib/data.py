@@ -391,8 +391,8 @@ def leakage_report(train: pd.DataFrame, folds: np.ndarray | None = None, test: p
         in_test = prompts.isin(test_prompts).to_numpy()
         out["train_rows_prompt_in_test"] = int(in_test.sum())
         if "source" in train.columns:
-            out["train_rows_prompt_in_test_by_file"] = {int(k): int(v) for k, v in
-                                                         pd.Series(in_test).groupby(train["source"].to_numpy()).sum().items()}
+            by_file = pd.Series(in_test).groupby(train["source"].to_numpy()).sum()
+            out["train_rows_prompt_in_test_by_file"] = {int(k): int(v) for k, v in by_file.items()}
     if folds is not None:
         n_folds_per_prompt = pd.Series(folds).groupby(prompts.to_numpy()).nunique()
         shared = prompts.map(n_folds_per_prompt).to_numpy() > 1
