@@ -31,6 +31,8 @@ SETTINGS = {
     "quantization": ("quantization",),
     "max_length": ("max_length",),
     "tta": ("tta",),
+    "folds": ("folds",),
+    "teacher": ("teacher",),
     "profile": ("profile",),
 }
 
@@ -173,30 +175,39 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
 
 
 # The seeds' ablation: one reference fine-tune and one variant per factor, same data, fold and seed.
-SEEDS_GRID: dict[str, list[Any]] = {"head_layers": [3], "lora_init": ["pissa"], "task": ["next_token"]}
-GRID_REFERENCE: dict[str, Any] = {"head_layers": 1, "lora_init": "default", "task": "classifier"}
+SEEDS_GRID: dict[str, list[Any]] = {"head_layers": [3], "lora_init": ["pissa"], "task": ["next_token"],
+                                    "folds": ["all"]}
+GRID_REFERENCE: dict[str, Any] = {"head_layers": 1, "lora_init": "default", "task": "classifier", "folds": ""}
+DISTILL_ROW: dict[str, Any] = {"distill_alpha": 0.5, "distill_temperature": 2.0}   # teacher: the folds-all row
 
 
 def grid_params(base: dict[str, Any], factors: dict[str, list[Any]] | None = None,
                 prefix: str = "grid") -> list[dict[str, Any]]:
-    """Reference + one-factor-at-a-time variants as DecoderTrainConfig keyword dicts."""
+    """Reference + one-factor-at-a-time variants as DecoderTrainConfig keyword dicts.
+
+    A ``folds`` row holds out whole folds (its OOF covers every row); when it trains all folds, a
+    distillation row follows: the reference distilled from that row's out-of-fold predictions.
+    """
     factors = SEEDS_GRID if factors is None else factors
     ref = {**base, **GRID_REFERENCE, "run_name": f"{prefix}_ref"}
     out = [ref]
     for name, values in factors.items():
-        out += [{**ref, name: v, "run_name": f"{prefix}_{name}-{v}"} for v in values if ref.get(name) != v]
+        extra = {"max_valid_rows": 0} if name == "folds" else {}
+        out += [{**ref, name: v, **extra, "run_name": f"{prefix}_{name}-{v}"} for v in values if ref.get(name) != v]
+    if "all" in factors.get("folds", []):
+        out.append({**ref, **DISTILL_ROW, "teacher": f"{prefix}_folds-all", "run_name": f"{prefix}_distill"})
     return out
 
 
 def tta_validation_run(run_dir: Path) -> Path:
     """A sibling run ``<name>_tta`` holding the run's validation predictions redone with swap TTA."""
     from .config import load_config
-    from .data import load_arena, rows_by_id
+    from .data import load_training, rows_by_id
     from .inference import load_predictor, tta_predict
 
     cfg = load_config(run_dir)
     preds = pd.read_csv(run_dir / "valid_preds.csv", dtype={"id": str})
-    rows = rows_by_id(load_arena(cfg["train_path"]), preds["id"])
+    rows = rows_by_id(load_training(cfg["train_path"]), preds["id"])
     probs = tta_predict(load_predictor(run_dir), rows)
     with staged_run(run_dir.parent.parent, f"{run_dir.name}_tta") as stage:   # committed atomically
         _write_tta_run(run_dir, stage.path, cfg, preds, probs)

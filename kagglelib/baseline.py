@@ -9,6 +9,7 @@ temperatures: fold k's temperature is fitted on the other folds).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,8 @@ from . import metrics, plots, runs
 from .artifacts import METRICS
 from .calibration import apply_temperature, crossfit_temperature, fit_temperature
 from .config import RunConfig, save_config
-from .data import load_arena, make_folds, prob_frame
+from .data import is_soft, load_arena, load_training, make_folds, prob_frame, swap_labels, swap_probs
+from .data import targets as target_probs
 from .features import FeatureConfig, PairFeaturizer, length_columns, pair_embeddings, save_featurizer, swap_features
 from .io import save_figure, write_csv, write_json
 from .predictor import (EMBEDDING_SETTINGS, clip_z, load_baseline, logreg_state, provenance, rule_flags, signed_log,
@@ -111,9 +113,23 @@ class CVResult:
 
 
 def augment(feats: pd.DataFrame, labels: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
-    """Rows followed by their A/B-swapped twins (features and labels)."""
-    swapped = np.array([1, 0, 2])[np.asarray(labels, dtype=np.int64)]
+    """Rows followed by their A/B-swapped twins (features and labels: integers or (n, 3) targets)."""
+    labels = np.asarray(labels)
+    swapped = swap_probs(labels) if labels.ndim == 2 else swap_labels(labels)
     return pd.concat([feats, swap_features(feats)], ignore_index=True), np.concatenate([labels, swapped])
+
+
+def expand_soft(feats: pd.DataFrame, targets: np.ndarray) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Soft targets for a hard-label learner: one row per class with probability > 0, weighted by it.
+
+    LightGBM's multiclass objective and sklearn's LogisticRegression take only integer labels; weighted
+    copies give the same expected loss (sum_c t_c * -log p_c), and a one-hot row stays one row of weight 1.
+    """
+    t = np.asarray(targets, dtype=np.float64)
+    rows, cls = np.nonzero(t > 0)
+    order = np.lexsort((cls, rows))   # keep file order, classes within a row
+    rows, cls = rows[order], cls[order]
+    return feats.iloc[rows].reset_index(drop=True), cls.astype(np.int64), t[rows, cls]
 
 
 def three_class(probs: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -125,8 +141,11 @@ def three_class(probs: np.ndarray, classes: np.ndarray) -> np.ndarray:
 
 def cv_logreg(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_feats: pd.DataFrame,
               C: float = 0.05, columns: list[str] | None = None, name: str = "logreg",
-              model_dir: Path | None = None) -> CVResult:
-    """StandardScaler + LogisticRegression on signed-log features, swap-augmented, per fold (saved as JSON)."""
+              model_dir: Path | None = None, targets: np.ndarray | None = None) -> CVResult:
+    """StandardScaler + LogisticRegression on signed-log features, swap-augmented, per fold (saved as JSON).
+
+    ``targets``: (n, 3) soft targets, trained as weighted expanded rows (:func:`expand_soft`).
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer, StandardScaler
@@ -140,12 +159,16 @@ def cv_logreg(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_f
     coefs = []
     for k in np.unique(folds):
         tr = folds != k
-        x, y = augment(feats[tr].reset_index(drop=True), labels[tr])
+        x, y = augment(feats[tr].reset_index(drop=True), labels[tr] if targets is None else targets[tr])
+        weight = None
+        if targets is not None:
+            x, y, weight = expand_soft(x, y)
         model = make_pipeline(FunctionTransformer(signed_log), StandardScaler(), FunctionTransformer(clip_z),
                               LogisticRegression(C=C, max_iter=2000))
         # Multi-threaded BLAS on these small matrices only spins; measured 15x slower on shared cores.
         with threadpool_limits(1, user_api="blas"):
-            model.fit(x.to_numpy(np.float64), y)
+            fit_kw = {} if weight is None else {"logisticregression__sample_weight": weight}
+            model.fit(x.to_numpy(np.float64), y, **fit_kw)
         predict = lambda f: three_class(model.predict_proba(f.to_numpy(np.float64)), model.classes_)  # noqa: E731
         oof[~tr] = symmetric_predict(predict, feats[~tr])
         test += symmetric_predict(predict, test_feats) / len(np.unique(folds))
@@ -158,8 +181,11 @@ def cv_logreg(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_f
 
 def cv_lgbm(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_feats: pd.DataFrame,
             params: dict[str, Any], n_estimators: int = 2000, early_stopping_rounds: int = 100,
-            model_dir: Path | None = None) -> CVResult:
-    """LightGBM multiclass per fold on swap-augmented rows, early-stopped on the fold's (augmented) validation."""
+            model_dir: Path | None = None, targets: np.ndarray | None = None) -> CVResult:
+    """LightGBM multiclass per fold on swap-augmented rows, early-stopped on the fold's (augmented) validation.
+
+    ``targets``: (n, 3) soft targets, trained and early-stopped as weighted expanded rows (:func:`expand_soft`).
+    """
     import lightgbm as lgb
 
     start = time.time()
@@ -169,10 +195,14 @@ def cv_lgbm(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_fea
     ks = np.unique(folds)
     for k in ks:
         tr = folds != k
-        x_tr, y_tr = augment(feats[tr].reset_index(drop=True), labels[tr])
-        x_va, y_va = augment(feats[~tr].reset_index(drop=True), labels[~tr])
-        dtrain = lgb.Dataset(x_tr, y_tr, free_raw_data=True)
-        dvalid = lgb.Dataset(x_va, y_va, reference=dtrain)
+        y = labels if targets is None else targets
+        x_tr, y_tr = augment(feats[tr].reset_index(drop=True), y[tr])
+        x_va, y_va = augment(feats[~tr].reset_index(drop=True), y[~tr])
+        w_tr = w_va = None
+        if targets is not None:
+            (x_tr, y_tr, w_tr), (x_va, y_va, w_va) = expand_soft(x_tr, y_tr), expand_soft(x_va, y_va)
+        dtrain = lgb.Dataset(x_tr, y_tr, weight=w_tr, free_raw_data=True)
+        dvalid = lgb.Dataset(x_va, y_va, weight=w_va, reference=dtrain)
         booster = lgb.train(params, dtrain, num_boost_round=n_estimators, valid_sets=[dvalid],
                             callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)])
         it = booster.best_iteration or n_estimators
@@ -222,7 +252,7 @@ def run_baseline(cfg: BaselineConfig) -> dict[str, Any]:
 def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
     start = time.time()
     save_config(cfg, run_dir, notebook="02_baseline")
-    loaded = load_arena(cfg.train_path)
+    loaded = load_training(cfg.train_path)   # one file, or several de-duplicated across files
     layout = loaded.attrs["load_report"].layout   # "wsdm": A/B-only labels, submission id,winner
     train = subsample(loaded, cfg.max_train_rows, cfg.seed)
     test = load_arena(cfg.test_path)
@@ -230,6 +260,10 @@ def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
         raise ValueError(f"{cfg.train_path}: no winner columns, cannot train")
     labels = train["label"].to_numpy()
     folds = make_folds(train, cfg.n_folds, cfg.seed)
+    # Soft rows (pseudo-labels) train as weighted expanded rows; metrics and temperature use the one-hot rows.
+    soft = is_soft(train)
+    targets = target_probs(train) if soft else None
+    real = ~((targets != 0) & (targets != 1)).any(axis=1) if soft else np.ones(len(train), dtype=bool)
 
     t0 = time.time()
     feats, test_feats = build_features(train, test, cfg, save_to=run_dir / "featurizer")
@@ -237,20 +271,29 @@ def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
 
     results: dict[str, CVResult] = {}
     results["length_only"] = cv_logreg(feats, labels, folds, test_feats, cfg.length_logreg_C,
-                                       length_columns(feats.columns), name="length_only")
+                                       length_columns(feats.columns), name="length_only", targets=targets)
     if cfg.model == "logreg" or cfg.compare:
-        results["logreg"] = cv_logreg(feats, labels, folds, test_feats, cfg.logreg_C, model_dir=run_dir)
+        results["logreg"] = cv_logreg(feats, labels, folds, test_feats, cfg.logreg_C, model_dir=run_dir,
+                                      targets=targets)
     if cfg.model == "lgbm" or cfg.compare:
         results["lgbm"] = cv_lgbm(feats, labels, folds, test_feats, cfg.lgbm_params(), cfg.n_estimators,
-                                  cfg.early_stopping_rounds, model_dir=run_dir)
+                                  cfg.early_stopping_rounds, model_dir=run_dir, targets=targets)
     main = results[cfg.model]
 
-    temperature = fit_temperature(main.oof, labels)
-    oof_cal = crossfit_temperature(main.oof, labels, folds)
+    temperature = fit_temperature(main.oof[real], labels[real])
+    oof_cal = apply_temperature(main.oof, temperature)
+    oof_cal[real] = crossfit_temperature(main.oof[real], labels[real], folds[real])
     test_cal = apply_temperature(main.test, temperature)
+    all_rows = len(train)
+    if soft:   # the figures below are on the rows with real (one-hot) labels
+        train_all, folds_all, oof_all = train, folds, oof_cal
+        train, labels, folds, oof_cal = train[real].reset_index(drop=True), labels[real], folds[real], oof_cal[real]
+        results = {k: dataclasses.replace(r, oof=r.oof[real]) for k, r in results.items()}
+        main = results[cfg.model]
 
-    m: dict[str, Any] = {"model": cfg.model, "n_train": len(train), "n_test": len(test),
-                         "n_features": feats.shape[1], "n_folds": cfg.n_folds}
+    m: dict[str, Any] = {"model": cfg.model, "n_train": all_rows, "n_test": len(test),
+                         "n_features": feats.shape[1], "n_folds": cfg.n_folds, "n_soft_rows": int((~real).sum()),
+                         "train_report": loaded.attrs.get("train_report")}
     m.update({f"oof_{k}": v for k, v in metrics.summarise(labels, oof_cal).items()})
     m["oof_log_loss_raw"] = metrics.log_loss(labels, main.oof)
     m["oof_accuracy_raw"] = metrics.accuracy(labels, main.oof)
@@ -269,6 +312,9 @@ def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
     m["seconds_features"] = seconds_features
 
     oof_df = prob_frame(train["id"], oof_cal, fold=folds, label=labels).assign(**rule_flags(train))
+    if soft:   # soft rows keep their OOF predictions, flagged, so blends can leave them out
+        oof_df = prob_frame(train_all["id"], oof_all, fold=folds_all, label=train_all["label"].to_numpy(),
+                            soft=~real).assign(**rule_flags(train_all))
     test_df = prob_frame(test["id"], test_cal)
     write_csv(oof_df, run_dir / "oof.csv")
     write_csv(test_df, run_dir / "test_preds.csv")

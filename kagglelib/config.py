@@ -24,7 +24,7 @@ from .io import read_json, write_json
 PROFILES = ("cpu-sample", "kaggle-t4", "colab-a100")
 # Keys a saved config.json carries beside the dataclass's fields: what save_config adds, then what callers pass it
 # (02/05: notebook; training: smoke, world_size). Readers strip them to rebuild the config.
-METADATA_KEYS = ("config_class", "env", "host", "python", "created", "notebook", "smoke", "world_size")
+METADATA_KEYS = ("config_class", "env", "host", "python", "created", "notebook", "smoke", "world_size", "fold_dirs")
 T = TypeVar("T", bound="RunConfig")
 
 
@@ -60,8 +60,16 @@ class RunConfig:
         return paths.run_dir(self.output_dir, self.run_name)
 
 
-def resolve_input(path: str, split: str) -> Path:
-    """An explicit path (cwd, then repo root, then data dirs), or the default train/test file for this env."""
+def resolve_input(path: str | list, split: str) -> Path | str:
+    """An explicit path (cwd, then repo root, then data dirs), or the default train/test file for this env.
+
+    Several files (a list, or a comma-separated string from papermill) resolve one by one, joined by commas.
+    """
+    from .io import comma_list
+
+    items = path if isinstance(path, (list, tuple)) else comma_list(path) if "," in str(path) else None
+    if items is not None:
+        return ",".join(str(resolve_input(p, split)) for p in items)
     if path:
         p = Path(path).expanduser()
         if not p.is_absolute() and not p.exists() and (paths.REPO_ROOT / p).exists():

@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 TEXT_COLUMNS = ("prompt", "response_a", "response_b")
 WINNER_COLUMNS = ("winner_model_a", "winner_model_b", "winner_tie")
+# Probability targets in the normalised frame; the _a/_b names let swap_ab swap them with the texts.
+TARGET_COLUMNS = ("target_a", "target_b", "target_tie")
+SWAP_ORDER = (1, 0, 2)   # the A/B swap as a permutation of (A, B, tie): the one place it is written
 LABEL_NAMES = ("A", "B", "tie")
 # Control characters (tabs, newlines, NUL) written raw inside a JSON string are kept, not a parse failure.
 _JSON = json.JSONDecoder(strict=False)
@@ -275,22 +278,26 @@ def _read_table(path: Path, encoding: str | None = None) -> pd.DataFrame:
 
 
 def _labels(df: pd.DataFrame, path: Path, report: LoadReport) -> np.ndarray | None:
-    """Label per row from the one-hot winner columns or a WSDM ``winner`` column (sets ``report.layout``)."""
+    """(n, 3) target probabilities from the winner columns (one-hot or soft) or a WSDM ``winner`` column.
+
+    Soft winner columns must each be in [0, 1] and sum to 1 within 1e-6 per row; sets ``report.layout``.
+    """
     if all(c in df.columns for c in WINNER_COLUMNS):
-        onehot = np.zeros((len(df), 3), dtype=np.int64)
+        probs = np.zeros((len(df), 3), dtype=np.float64)
         for j, col in enumerate(WINNER_COLUMNS):
             values = pd.to_numeric(df[col], errors="coerce")
-            bad = values.isna() | ~values.isin([0, 1])
+            bad = values.isna() | (values < 0) | (values > 1)
             if bad.any():
                 row = int(np.flatnonzero(bad.to_numpy())[0])
-                raise ValueError(f"{path}: column '{col}' row {row} must be 0 or 1, got {df[col].iloc[row]!r}")
-            onehot[:, j] = values.to_numpy(dtype=np.int64)
-        not_onehot = onehot.sum(axis=1) != 1
-        if not_onehot.any():
-            row = int(np.flatnonzero(not_onehot)[0])
-            raise ValueError(f"{path}: row {row} (id {df['id'].iloc[row]}) winner columns are not one-hot: "
-                             f"{onehot[row].tolist()}")
-        return onehot.argmax(axis=1)
+                raise ValueError(f"{path}: column '{col}' row {row} must be 0 or 1 (or a probability in [0, 1]), "
+                                 f"got {df[col].iloc[row]!r}")
+            probs[:, j] = values.to_numpy(dtype=np.float64)
+        bad_sum = np.abs(probs.sum(axis=1) - 1) > 1e-6
+        if bad_sum.any():
+            row = int(np.flatnonzero(bad_sum)[0])
+            raise ValueError(f"{path}: row {row} (id {df['id'].iloc[row]}) winner columns are not one-hot nor "
+                             f"probabilities summing to 1 (within 1e-6): {probs[row].tolist()}")
+        return probs
     if "winner" in df.columns:
         report.layout = "wsdm"
         mapping = {"model_a": 0, "model_b": 1, "tie": 2, "tie (bothbad)": 2}
@@ -299,7 +306,7 @@ def _labels(df: pd.DataFrame, path: Path, report: LoadReport) -> np.ndarray | No
             row = int(np.flatnonzero(labels < 0)[0])
             raise ValueError(f"{path}: column 'winner' row {row} must be model_a/model_b/tie, "
                              f"got {df['winner'].iloc[row]!r}")
-        return labels.astype(np.int64)
+        return one_hot(labels.astype(np.int64))
     return None
 
 
@@ -411,10 +418,10 @@ def load_arena(path: str | Path, encoding: str | None = None, allow_empty: bool 
         out[col] = raw[col].fillna("").astype(str).to_numpy() if col in raw.columns else ""
     if "language" in raw.columns:
         out["language"] = raw["language"].fillna("").astype(str).to_numpy()
-    labels = _labels(raw, path, report)
-    if labels is not None:
-        out["label"] = labels
-        _label_warnings(labels, report)
+    targets = _labels(raw, path, report)
+    if targets is not None:
+        add_targets(out, targets)
+        _label_warnings(out["label"].to_numpy(), report)
     for i, (p, a, b) in enumerate(zip(out["prompt"], out["response_a"], out["response_b"])):
         if not (len(p) == len(a) == len(b)):
             report.add("turn_mismatch", i)
@@ -435,7 +442,8 @@ def content_fingerprint(df: pd.DataFrame) -> str:
     """sha256 of the rows' ids, texts and labels, in order: equal only for the same content, not just the same ids."""
     import hashlib
 
-    cols = [c for c in ("id", *TEXT_COLUMNS, "label") if c in df.columns]
+    # Soft targets join the hash only when present, so one-hot frames keep their fingerprints.
+    cols = [c for c in ("id", *TEXT_COLUMNS, "label", *(TARGET_COLUMNS if is_soft(df) else ())) if c in df.columns]
     h = hashlib.sha256(json.dumps(cols).encode())
     for row in df[cols].itertuples(index=False):
         h.update(json.dumps([v if isinstance(v, (list, str)) else str(v) for v in row], ensure_ascii=False,
@@ -452,15 +460,20 @@ def swap_ab(df: pd.DataFrame) -> pd.DataFrame:
             twin = col[:-2] + "_b"
             out[col], out[twin] = df[twin].to_numpy(), df[col].to_numpy()
     if "label" in df.columns:
-        out["label"] = np.array([1, 0, 2])[df["label"].to_numpy()]
+        out["label"] = swap_labels(df["label"].to_numpy())
     return out
 
 
+def swap_labels(labels: np.ndarray) -> np.ndarray:
+    """Integer labels with A (0) and B (1) exchanged; tie (2) stays."""
+    return np.asarray(SWAP_ORDER)[np.asarray(labels, dtype=np.int64)]
+
+
 def swap_probs(probs: np.ndarray) -> np.ndarray:
-    """Swap the A and B columns of an (n, 3) or (n, 2) probability array."""
+    """Swap the A and B entries of probabilities / targets: (n, 3), (n, 2) or a single (3,) vector."""
     probs = np.asarray(probs)
-    order = [1, 0, 2] if probs.shape[1] == 3 else [1, 0]
-    return probs[:, order]
+    order = list(SWAP_ORDER) if probs.shape[-1] == 3 else [1, 0]
+    return probs[..., order]
 
 
 def prob_frame(ids: object, probs: np.ndarray, **extra: object) -> pd.DataFrame:
@@ -512,3 +525,131 @@ def check_trainable(df: pd.DataFrame, n_splits: int) -> None:
         raise ValueError(f"{where}: {len(df)} rows with {n_groups} distinct prompts cannot make {n_splits} folds "
                          f"(folds are grouped by prompt); use more rows or n_folds <= {max(n_groups, 1)}")
 
+
+def one_hot(labels: np.ndarray, n_classes: int = 3) -> np.ndarray:
+    """One-hot float matrix from integer labels."""
+    return np.eye(n_classes)[np.asarray(labels, dtype=np.int64)]
+
+
+def add_targets(df: pd.DataFrame, targets: np.ndarray) -> pd.DataFrame:
+    """Set ``label`` (argmax; the first class on an exact tie) and the ``target_*`` probability columns in place."""
+    targets = np.asarray(targets, dtype=np.float64)
+    df["label"] = targets.argmax(axis=1).astype(np.int64)
+    for col, values in zip(TARGET_COLUMNS, targets.T):
+        df[col] = values
+    return df
+
+
+def targets(df: pd.DataFrame) -> np.ndarray:
+    """(n, 3) probability targets: the ``target_*`` columns, else one-hot ``label``."""
+    if all(c in df.columns for c in TARGET_COLUMNS):
+        return df[list(TARGET_COLUMNS)].to_numpy(dtype=np.float64)
+    return one_hot(df["label"].to_numpy())
+
+
+def is_soft(df: pd.DataFrame) -> bool:
+    """True when some row's targets are not one-hot (pseudo-labels, teacher files)."""
+    if not all(c in df.columns for c in TARGET_COLUMNS) or not len(df):
+        return False
+    t = df[list(TARGET_COLUMNS)].to_numpy(dtype=np.float64)
+    return bool(((t != 0) & (t != 1)).any())
+
+
+def pair_keys(df: pd.DataFrame) -> np.ndarray:
+    """Content hash per row of (prompt, {response_a, response_b}): equal for a battle and its A/B-swapped copy."""
+    import hashlib
+
+    def key(p: list[str], a: list[str], b: list[str]) -> str:
+        sides = sorted(json.dumps(x, ensure_ascii=False) for x in (a, b))
+        text = json.dumps([p, *sides], ensure_ascii=False)
+        return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+    return np.array([key(p, a, b) for p, a, b in zip(df["prompt"], df["response_a"], df["response_b"])], dtype=object)
+
+
+def split_paths(paths: str | Path | list) -> list[str]:
+    """A list of train files from a list or a comma-separated string ("a.csv,b.csv")."""
+    if isinstance(paths, (list, tuple)):
+        return [str(p) for p in paths]
+    return [t.strip() for t in str(paths).split(",") if t.strip()]
+
+
+def load_training(paths: str | Path | list) -> pd.DataFrame:
+    """One labelled frame from one or several train files, de-duplicated across files (documented drop).
+
+    A single file is exactly :func:`load_arena`. With several files, a row of a later file whose
+    :func:`pair_keys` hash (A/B-swap aware) already appeared in an earlier file is dropped and counted;
+    duplicates inside one file are kept (as with one file) and counted. ``source`` holds the file index;
+    ``df.attrs["train_report"]`` has rows per file, duplicates dropped and ids. Ids must be unique across files.
+    """
+    files = split_paths(paths)
+    if not files:
+        raise ValueError("train_path is empty")
+    frames = [load_arena(f) for f in files]
+    for f, df in zip(files, frames):
+        if "label" not in df.columns:
+            raise ValueError(f"{f}: training needs winner columns (winner_model_a/b/tie or winner)")
+    if len(frames) == 1:
+        out = frames[0]
+        out.attrs["train_report"] = {"files": [{"path": files[0], "rows": len(out), "kept": len(out),
+                                                "duplicates_dropped": 0}], "rows": len(out), "duplicates_dropped": 0}
+        return out
+    seen: set[str] = set()
+    kept, report = [], []
+    for i, (f, df) in enumerate(zip(files, frames)):
+        keys = pair_keys(df)
+        new = np.array([k not in seen for k in keys], dtype=bool)
+        seen.update(keys.tolist())
+        part = df[new].assign(source=i)
+        within = int(pd.Series(keys[new]).duplicated().sum())
+        report.append({"path": f, "rows": len(df), "kept": int(new.sum()), "duplicates_dropped": int((~new).sum()),
+                       "duplicates_within_file_kept": within, "soft_rows": _soft_rows(part)})
+        if (~new).any():
+            log.warning("%s: %d rows already in an earlier train file (A/B swap included) were dropped",
+                        f, int((~new).sum()))
+        kept.append(part)
+    for col in TARGET_COLUMNS:   # files without soft targets: one-hot ones, so the columns are complete
+        for part in kept:
+            if col not in part.columns:
+                part[col] = one_hot(part["label"].to_numpy())[:, TARGET_COLUMNS.index(col)]
+    if len({str(p["id"].dtype) for p in kept}) > 1:
+        for p in kept:   # int ids in one file, text in another: all as text, so ids compare one way
+            p["id"] = p["id"].astype(str)
+    out = pd.concat(kept, ignore_index=True)
+    clash = out["id"].astype(str).duplicated(keep=False) & (out.groupby(out["id"].astype(str))["source"]
+                                                            .transform("nunique") > 1)
+    if clash.any():
+        row = int(np.flatnonzero(clash.to_numpy())[0])
+        raise ValueError(f"id {out['id'].iloc[row]!r} occurs in several train files "
+                         f"({sorted(set(out.loc[clash.to_numpy(), 'source'].map(lambda k: files[k])))}); "
+                         "give one file's ids a prefix")
+    out.attrs["load_report"] = frames[0].attrs["load_report"]
+    out.attrs["train_report"] = {"files": report, "rows": len(out),
+                                 "duplicates_dropped": int(sum(r["duplicates_dropped"] for r in report))}
+    return out
+
+
+def _soft_rows(df: pd.DataFrame) -> int:
+    """Rows whose targets are not one-hot."""
+    if not all(c in df.columns for c in TARGET_COLUMNS):
+        return 0
+    t = df[list(TARGET_COLUMNS)].to_numpy(dtype=np.float64)
+    return int(((t != 0) & (t != 1)).any(axis=1).sum())
+
+
+def leakage_report(train: pd.DataFrame, folds: np.ndarray | None = None, test: pd.DataFrame | None = None) -> dict:
+    """How many training rows share their prompt with the test file, and with another fold (should be 0)."""
+    prompts = train["prompt"].map(lambda t: "\x1f".join(t))
+    out: dict = {}
+    if test is not None:
+        test_prompts = set(test["prompt"].map(lambda t: "\x1f".join(t)))
+        in_test = prompts.isin(test_prompts).to_numpy()
+        out["train_rows_prompt_in_test"] = int(in_test.sum())
+        if "source" in train.columns:
+            by_file = pd.Series(in_test).groupby(train["source"].to_numpy()).sum()
+            out["train_rows_prompt_in_test_by_file"] = {int(k): int(v) for k, v in by_file.items()}
+    if folds is not None:
+        n_folds_per_prompt = pd.Series(folds).groupby(prompts.to_numpy()).nunique()
+        shared = prompts.map(n_folds_per_prompt).to_numpy() > 1
+        out["train_rows_prompt_in_other_fold"] = int(shared.sum())
+    return out

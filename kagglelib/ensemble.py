@@ -8,7 +8,7 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from . import metrics
-from .data import WINNER_COLUMNS
+from .data import WINNER_COLUMNS, swap_labels, swap_probs
 from .text import join_turns
 
 PROB_COLUMNS = list(WINNER_COLUMNS)
@@ -126,7 +126,7 @@ def fit_rules(df: pd.DataFrame | dict[str, np.ndarray], probs: np.ndarray, label
     cases = {"identical": (masks["identical"], labels),
              # one side empty, mapped to (non-empty wins, empty wins, tie): A empty flips A/B
              "one_empty": (masks["empty_a"] | masks["empty_b"],
-                           np.where(masks["empty_a"], np.array([1, 0, 2])[labels], labels))}
+                           np.where(masks["empty_a"], swap_labels(labels), labels))}
     for name, (mask, mapped) in cases.items():
         n = int(mask.sum())
         row = {"rule": name, "rows": n, "accepted": False}
@@ -135,7 +135,7 @@ def fit_rules(df: pd.DataFrame | dict[str, np.ndarray], probs: np.ndarray, label
             if name == "identical":
                 loo[:, :2] = loo[:, :2].mean(axis=1, keepdims=True)
             else:
-                loo = np.where(masks["empty_a"][mask][:, None], loo[:, [1, 0, 2]], loo)
+                loo = np.where(masks["empty_a"][mask][:, None], swap_probs(loo), loo)
             model_loss = metrics.log_loss(labels[mask], probs[mask])
             rule_loss = metrics.log_loss(labels[mask], loo)
             row.update(model_log_loss=model_loss, rule_log_loss=rule_loss, accepted=rule_loss < model_loss)
@@ -156,7 +156,7 @@ def apply_rules(df: pd.DataFrame | dict[str, np.ndarray], probs: np.ndarray, rul
         out[masks["identical"]] = rules.identical
     if rules.one_empty is not None:
         out[masks["empty_b"]] = rules.one_empty
-        out[masks["empty_a"]] = rules.one_empty[[1, 0, 2]]
+        out[masks["empty_a"]] = swap_probs(rules.one_empty)
     return out
 
 

@@ -148,11 +148,17 @@ def run_kind(run_dir: str | Path) -> str:
     info_path = run_dir / "run_info.json"
     if info_path.exists():
         return read_json(info_path)["kind"]
-    if (run_dir / "model").is_dir():
+    if (run_dir / "model").is_dir() or fold_run_dirs(run_dir):
         return "transformer"
     if read_json(run_dir / CONFIG).get("config_class") == "BaselineConfig":
         return "baseline"
     raise ValueError(f"{run_dir}: neither a model/ folder nor a baseline run; cannot predict with it")
+
+
+def fold_run_dirs(run_dir: str | Path) -> list[Path]:
+    """The fold sub-runs (``fold<k>/`` with a saved model) of an all-fold run, by fold number."""
+    found = [p for p in Path(run_dir).glob("fold*") if p.name[4:].isdigit() and (p / "model").is_dir()]
+    return sorted(found, key=lambda p: int(p.name[4:]))
 
 
 def run_fingerprint(run_dir: str | Path, tta: bool, **settings: Any) -> str:
@@ -169,8 +175,15 @@ def transformer_predictor(run_dir: str | Path, device: str | None = None, precis
     """A predictor for a saved transformer run (LoRA adapter + head, or full weights) on one device.
 
     ``batch_tokens`` None: 16384 on a GPU, 2048 on CPU (measured faster there: less padding, better cache use).
+    An all-fold run (``fold<k>/`` sub-runs, no ``model/``) predicts the mean of its fold models' probabilities.
     """
     import torch
+
+    folds = fold_run_dirs(run_dir) if not (Path(run_dir) / "model").is_dir() else []
+    if folds:
+        # Each fold model is loaded once and kept (fine for encoders; a LoRA run holds one base per fold).
+        members = [transformer_predictor(f, device, precision, quantization, batch_tokens, progress) for f in folds]
+        return lambda df: np.mean([np.asarray(m(df), dtype=np.float64) for m in members], axis=0)
 
     from .models import load_for_inference, resolve_precision
     from .predict import predict_probs
@@ -286,6 +299,8 @@ class InferenceConfig(RunConfig):
     quantization: str | None = None       # None: profile's | "" keeps each run's | auto (4bit when 16-bit weights > 60% of the GPU) | none | 8bit | 4bit
     time_budget_s: float | None = None    # stop starting chunks after this many seconds (Kaggle: 9 h); 0: none
 
+    pseudo_label_path: str = ""           # also write the blended test probabilities as a soft-labelled train file
+
     TRAIN_OPTIONAL: ClassVar[bool] = True  # train_path: "" = not read; else checked against the runs' provenance
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
@@ -320,7 +335,9 @@ def validation_predictions(run_dir: Path) -> pd.DataFrame:
     path = heldout_file(run_dir)
     if path is None:
         raise FileNotFoundError(f"{run_dir}: no oof.csv or valid_preds.csv to fit the ensemble on")
-    return read_predictions(str(path))
+    preds = read_predictions(str(path))
+    # Rows trained on soft (pseudo) labels have no real label to fit a blend on.
+    return preds[~preds["soft"].astype(bool)] if "soft" in preds.columns else preds
 
 
 def fallback_rows(ids: Any, probs: list[np.ndarray], names: list[str]) -> pd.DataFrame:
@@ -364,10 +381,10 @@ def heldout_rule_masks(valid: Sequence[pd.DataFrame], ids: pd.Index) -> dict[str
 
 def check_provenance(train_path: str, run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
     """Compare a train file's content fingerprint with the one each run recorded; warn about mismatches."""
-    from .data import content_fingerprint, load_arena
+    from .data import content_fingerprint, load_training
     from .predictor import read_run_info
 
-    fingerprint = content_fingerprint(load_arena(train_path)) if train_path else None
+    fingerprint = content_fingerprint(load_training(train_path)) if train_path else None
     rows = []
     for run_dir in run_dirs:
         source = (read_run_info(run_dir) or {}).get("provenance", {})
@@ -466,6 +483,14 @@ def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
                                                          if detect_env() == "kaggle" else [])
     for copy in copies:
         validate_submission(write_submission(test["id"], final, copy, layout), cfg.test_path)
+
+    if cfg.pseudo_label_path:
+        from .pseudo import write_soft_file
+        if not all(s["complete"] for s in statuses):
+            raise RuntimeError("pseudo-labels need a prediction for every test row; the time budget stopped early")
+        write_soft_file(test, final, cfg.pseudo_label_path, {
+            "input": cfg.test_path, "tta": cfg.tta, "temperature": temperature, "rules": rules is not None,
+            "runs": [{"run": d.name, "path": str(d), "weight": float(w)} for d, w in zip(run_dirs, weights)]})
 
     summary = {
         "runs": [d.name for d in run_dirs], "weights": dict(zip([d.name for d in run_dirs], weights.tolist())),

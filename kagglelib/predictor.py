@@ -38,8 +38,10 @@ def rule_flags(df: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def provenance(train: pd.DataFrame, train_path: str | Path) -> dict[str, Any]:
-    """Where a run's training rows came from: file name, rows, content fingerprint (never read back)."""
-    return {"train_file": Path(train_path).name, "n_rows": int(len(train)),
+    """Where a run's training rows came from: file name(s), rows, content fingerprint (never read back)."""
+    from .data import split_paths
+
+    return {"train_file": ",".join(Path(p).name for p in split_paths(train_path)), "n_rows": int(len(train)),
             "content_fingerprint": content_fingerprint(train)}
 
 

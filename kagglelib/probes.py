@@ -25,7 +25,7 @@ import pandas as pd
 
 from .artifacts import heldout_predictions
 from .config import load_config
-from .data import load_arena, swap_ab, swap_probs
+from .data import load_training, swap_ab, swap_probs
 from .inference import Predictor, load_predictor, tta_predict
 from .text import join_turns
 
@@ -107,7 +107,7 @@ def run_probes(predict: Predictor, df: pd.DataFrame) -> dict[str, float]:
 
 def probe_rows(run_dir: Path, n_rows: int, seed: int = 0) -> pd.DataFrame:
     """Up to ``n_rows`` real battles the run held out (its train file, rows in its held-out predictions)."""
-    train = load_arena(load_config(run_dir)["train_path"])
+    train = load_training(load_config(run_dir)["train_path"])
     preds = heldout_predictions(run_dir)
     if preds is not None:
         train = train[train["id"].astype(str).isin(set(preds["id"].astype(str)))]

@@ -139,8 +139,8 @@ def _listed(rel: Path) -> bool:
 
     Not: resumption state, and hidden names (atomic writers' temporary files, .ipynb_checkpoints, .DS_Store).
     """
-    return rel.as_posix() != MANIFEST and rel.parts[0] not in ("checkpoints", "cache") \
-        and not any(p.startswith(("checkpoint-", ".")) for p in rel.parts)
+    return rel.as_posix() != MANIFEST and rel.parts[0] != "cache" \
+        and not any(p == "checkpoints" or p.startswith(("checkpoint-", ".")) for p in rel.parts)
 
 
 def run_files(run_dir: str | Path) -> list[str]:

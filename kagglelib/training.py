@@ -78,6 +78,7 @@ class TrainConfig(RunConfig):
     head_ratio: float = 0.5
     # data
     fold: int = 0                          # validation fold of data.make_folds
+    folds: str = ""                        # "" = just ``fold``; "all" or "0,2": each fold in runs/<name>/fold<k>/ + oof.csv
     n_folds: int = 5
     fold_seed: int = 42
     max_train_rows: int | None = None      # 0 = all training-fold rows
@@ -106,6 +107,11 @@ class TrainConfig(RunConfig):
     seed: int = 42
     logging_steps: int | None = None
     progress: bool = True                  # tqdm bars
+    # distillation: loss = (1 - alpha) * CE(labels) + alpha * T^2 * KL(teacher_T || student_T)
+    teacher: str = ""                      # "" = none; a run (its oof.csv / valid_preds.csv) or a CSV id,winner_model_a,...
+    distill_alpha: float = 0.5             # weight of the teacher term
+    distill_temperature: float = 2.0       # T: both distributions softened by T
+    teacher_other_data: bool = False       # True: the teacher never trained on these rows (skips the out-of-fold check)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -118,6 +124,12 @@ class TrainConfig(RunConfig):
             raise ValueError(f"scheduler must be cosine or linear, got {self.scheduler!r}")
         if not 0 <= self.fold < self.n_folds:
             raise ValueError(f"fold must be in [0, {self.n_folds}), got {self.fold}")
+        self.folds = ",".join(map(str, self.folds)) if isinstance(self.folds, (list, tuple)) else str(self.folds)
+        fold_list(self)   # validates folds
+        if not 0 <= self.distill_alpha <= 1:
+            raise ValueError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
+        if not self.distill_temperature > 0:
+            raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature}")
         models.spec_from(self)   # validates the model fields early
         models.text_config_from(self)   # validates the text fields early
 
@@ -205,6 +217,22 @@ CONFIG_CLASSES = {"TrainConfig": TrainConfig, "DecoderTrainConfig": DecoderTrain
                   "GemmaTrainConfig": DecoderTrainConfig, "EncoderTrainConfig": EncoderTrainConfig}
 
 
+def fold_list(cfg: TrainConfig) -> list[int]:
+    """The validation folds this run trains: ``folds`` ("all", "0,2") or the single ``fold``."""
+    text = str(cfg.folds).strip()
+    if not text:
+        return [cfg.fold]
+    if text == "all":
+        return list(range(cfg.n_folds))
+    try:
+        ks = sorted({int(t) for t in text.split(",") if t.strip()})
+    except ValueError:
+        raise ValueError(f"folds must be '', 'all' or a comma list of fold numbers, got {cfg.folds!r}") from None
+    if not ks or not all(0 <= k < cfg.n_folds for k in ks):
+        raise ValueError(f"folds must be in [0, {cfg.n_folds}), got {cfg.folds!r}")
+    return ks
+
+
 # ---------------------------------------------------------------- data
 
 @dataclass
@@ -217,28 +245,106 @@ class Splits:
     train_labels: np.ndarray
     layout: str = "kaggle"                 # the train file's label layout: kaggle 3-class | wsdm A/B
     source: dict[str, Any] = field(default_factory=dict)   # provenance of the train file (never read back)
+    report: dict[str, Any] = field(default_factory=dict)   # train files, duplicates, leakage
 
 
 @functools.lru_cache(maxsize=2)
-def _arena_with_folds(path: str, mtime_ns: int, n_folds: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
-    """Loaded file and its folds, cached per (file version, folds) so repeated runs in one process skip the work."""
-    df = data.load_arena(path)
-    if "label" not in df.columns:
-        raise ValueError(f"{path}: training needs winner columns (winner_model_a/b/tie or winner)")
+def _arena_with_folds(paths: str, stamp: tuple, n_folds: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Loaded train file(s) and folds (grouped by prompt across files), cached per (file versions, folds)."""
+    df = data.load_training(paths)
     return df, data.make_folds(df, n_folds, seed)
 
 
 def data_warnings(cfg: TrainConfig) -> list[str]:
-    """The train file's load-report warnings (e.g. no ties at all), for the run's metrics."""
-    path = Path(cfg.train_path)
-    return _arena_with_folds(str(path), path.stat().st_mtime_ns, cfg.n_folds, cfg.fold_seed)[0].attrs[
-        "load_report"].warnings
+    """The train files' load-report warnings (e.g. no ties at all), for the run's metrics."""
+    return arena_with_folds(cfg)[0].attrs["load_report"].warnings
+
+
+def arena_with_folds(cfg: TrainConfig) -> tuple[pd.DataFrame, np.ndarray]:
+    """The run's training rows (all train files, de-duplicated) and their fold numbers."""
+    files = data.split_paths(cfg.train_path)
+    stamp = tuple(Path(f).stat().st_mtime_ns for f in files)
+    return _arena_with_folds(",".join(files), stamp, cfg.n_folds, cfg.fold_seed)
+
+
+def data_report(cfg: TrainConfig, df: pd.DataFrame, folds: np.ndarray) -> dict[str, Any]:
+    """Rows per train file, duplicates dropped, and training prompts shared with the test file or other folds."""
+    test = data.load_arena(cfg.test_path) if cfg.test_path and Path(cfg.test_path).exists() else None
+    return {**df.attrs.get("train_report", {}), **data.leakage_report(df, folds, test)}
+
+
+def load_teacher(cfg: TrainConfig, df: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
+    """Teacher probabilities for ``df.iloc[rows]``, refused unless out-of-fold for every one of those rows.
+
+    A teacher run's held-out file (oof.csv, valid_preds.csv) holds only predictions made by models that did
+    not train on that row, with its ``fold`` record; a run trained on other train files, or a bare CSV (no
+    fold record), is accepted only with ``teacher_other_data=True``.
+    """
+    from .config import load_config
+    from .ensemble import read_predictions
+    from .artifacts import heldout_file
+    from .paths import find_run
+    from .predictor import read_run_info
+
+    source = Path(cfg.teacher).expanduser()
+    if source.is_file():
+        table, record, what = read_predictions(str(source)), None, f"teacher file {source}"
+    else:
+        run = find_run(cfg.teacher, cfg.output_dir)
+        path = heldout_file(run)
+        if path is None:
+            raise FileNotFoundError(f"teacher run {run} has no oof.csv or valid_preds.csv")
+        table, record, what = read_predictions(str(path)), load_config(run), f"teacher run {run} ({path.name})"
+    if table.index.duplicated().any():
+        raise ValueError(f"{what}: duplicate ids, e.g. {table.index[table.index.duplicated()][0]!r}")
+    ids = df["id"].astype(str).to_numpy()[rows]
+    missing = ~pd.Index(ids).isin(table.index)
+    if not cfg.teacher_other_data:
+        if record is None:
+            raise ValueError(f"{what} has no fold record, so its probabilities cannot be checked to be out-of-fold; "
+                             "use a teacher run, or set teacher_other_data=True if the teacher never trained on "
+                             "these rows")
+        # Same training rows: by content when the run recorded it (runs travel between machines), else by path.
+        recorded = ((read_run_info(run) or {}).get("provenance") or {}).get("content_fingerprint")
+        same = recorded == data.content_fingerprint(df) if recorded else \
+            [Path(p).resolve() for p in data.split_paths(record.get("train_path", ""))] == \
+            [Path(p).resolve() for p in data.split_paths(cfg.train_path)]
+        if not same:
+            raise ValueError(f"{what} trained on {record.get('train_path')!r}, not on {cfg.train_path!r}: its fold "
+                             "record cannot vouch for these rows; set teacher_other_data=True if it never saw them")
+        if "fold" not in table.columns:
+            raise ValueError(f"{what}: no 'fold' column, so the predictions are not a fold record")
+        if missing.any():
+            raise ValueError(f"{what} has no out-of-fold prediction for {int(missing.sum())} of the {len(ids)} "
+                             f"training rows (first id {ids[missing][0]!r}): its models trained on them or never "
+                             "saw them. Train the teacher on every fold (folds='all') or use 02's oof.csv")
+        if "label" in table.columns:   # same ids, other labels: not the same rows
+            differ = table.loc[ids, "label"].to_numpy(dtype=np.int64) != df["label"].to_numpy()[rows]
+            if differ.any():
+                raise ValueError(f"{what}: labels differ from the train file's for {int(differ.sum())} rows "
+                                 f"(first id {ids[differ][0]!r}); it was not trained on these rows")
+    elif missing.any():
+        raise ValueError(f"{what} has no prediction for {int(missing.sum())} of the {len(ids)} training rows "
+                         f"(first id {ids[missing][0]!r})")
+    probs = table.loc[ids, list(data.WINNER_COLUMNS)].to_numpy(dtype=np.float64)
+    if not np.isfinite(probs).all() or (probs < 0).any() or np.abs(probs.sum(axis=1) - 1).max() > 1e-3:
+        raise ValueError(f"{what}: teacher probabilities must be finite, >= 0 and sum to 1 per row")
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def _row(x: list[int], label: int, target: np.ndarray | None, teacher: np.ndarray | None) -> dict[str, Any]:
+    """One encoded row; ``targets``/``teacher`` only when the run has soft targets / a teacher."""
+    r: dict[str, Any] = {"input_ids": x, "labels": int(label)}
+    if target is not None:
+        r["targets"] = [float(v) for v in target]
+    if teacher is not None:
+        r["teacher"] = [float(v) for v in teacher]
+    return r
 
 
 def load_splits(cfg: TrainConfig, tokenizer: Any) -> Splits:
-    """Read the train file, split off fold ``cfg.fold``, subsample as configured, encode (with swaps)."""
-    path = Path(cfg.train_path)
-    df, folds = _arena_with_folds(str(path), path.stat().st_mtime_ns, cfg.n_folds, cfg.fold_seed)
+    """Read the train file(s), split off fold ``cfg.fold``, subsample as configured, encode (with swaps)."""
+    df, folds = arena_with_folds(cfg)
     rng = np.random.default_rng(cfg.seed)
     train_idx, valid_idx = np.flatnonzero(folds != cfg.fold), np.flatnonzero(folds == cfg.fold)
     if cfg.max_train_rows and len(train_idx) > cfg.max_train_rows:
@@ -251,18 +357,27 @@ def load_splits(cfg: TrainConfig, tokenizer: Any) -> Splits:
     valid_df["fold"] = folds[valid_idx]
     ids = encode_pairs(tokenizer, train_df, tcfg, suffix)
     labels = train_df["label"].to_numpy()
-    rows = [{"input_ids": x, "labels": int(y)} for x, y in zip(ids, labels)]
+    # One-hot data keeps integer labels only (the loss is then exactly the hard-label one).
+    soft = data.targets(train_df) if data.is_soft(train_df) else None
+    teacher = load_teacher(cfg, df, train_idx) if cfg.teacher and cfg.distill_alpha > 0 else None
+    none = [None] * len(train_df)
+    rows = [_row(x, y, t, q) for x, y, t, q in zip(ids, labels, none if soft is None else soft,
+                                                   none if teacher is None else teacher)]
     if cfg.swap_aug != "none":
         swapped = data.swap_ab(train_df)
         sids = encode_pairs(tokenizer, swapped, tcfg, suffix)
+        s_soft = none if soft is None else data.swap_probs(soft)
+        s_teacher = none if teacher is None else data.swap_probs(teacher)
+        s_rows = [_row(x, y, t, q) for x, y, t, q in zip(sids, swapped["label"].to_numpy(), s_soft, s_teacher)]
         if cfg.swap_aug == "pair":   # both orders of a pair land in the same batch (the collator unpacks them)
-            for r, x, y in zip(rows, sids, swapped["label"].to_numpy()):
-                r.update(swap_input_ids=x, swap_labels=int(y))
+            for r, sr in zip(rows, s_rows):
+                r.update({f"swap_{k}": v for k, v in sr.items()})
         else:
-            rows += [{"input_ids": x, "labels": int(y)} for x, y in zip(sids, swapped["label"].to_numpy())]
+            rows += s_rows
     vids = encode_pairs(tokenizer, valid_df, tcfg, suffix)
     valid = [{"input_ids": x, "labels": int(y)} for x, y in zip(vids, valid_df["label"].to_numpy())]
-    return Splits(rows, valid, valid_df, labels, df.attrs["load_report"].layout, provenance(df, path))
+    return Splits(rows, valid, valid_df, labels, df.attrs["load_report"].layout, provenance(df, cfg.train_path),
+                  data_report(cfg, df, folds))
 
 
 @dataclass
@@ -274,14 +389,21 @@ class Collator:
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         seqs, labels = [], []
+        extra: dict[str, list[list[float]]] = {k: [] for k in ("targets", "teacher") if k in features[0]}
         for f in features:
             seqs.append(f["input_ids"])
             labels.append(f["labels"])
+            for k in extra:
+                extra[k].append(f[k])
             if "swap_input_ids" in f:
                 seqs.append(f["swap_input_ids"])
                 labels.append(f["swap_labels"])
+                for k in extra:
+                    extra[k].append(f[f"swap_{k}"])
         ids, mask = pad_batch(seqs, self.pad_token_id, self.side)
-        return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor(labels, dtype=torch.long)}
+        out = {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor(labels, dtype=torch.long)}
+        out.update({k: torch.tensor(v, dtype=torch.float32) for k, v in extra.items()})
+        return out
 
 
 # ---------------------------------------------------------------- trainer
@@ -299,12 +421,22 @@ def compute_metrics(eval_pred: Any) -> dict[str, float]:
     return {"log_loss": metrics.log_loss(labels, probs), "accuracy": metrics.accuracy(labels, probs)}
 
 
+def distill_loss(logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(teacher_T || student_T), batch mean; teacher_T = softmax(log p_teacher / T)."""
+    t = temperature
+    student = F.log_softmax(logits.float() / t, dim=-1)
+    target = F.log_softmax(torch.log(teacher_probs.float().clamp_min(1e-12)) / t, dim=-1)
+    return t * t * F.kl_div(student, target, log_target=True, reduction="batchmean")
+
+
 class ArenaTrainer(Trainer):
     """Trainer with 3-class cross-entropy (label smoothing, R-Drop) for both tasks, a head LR and EMA eval."""
 
     def __init__(self, *args: Any, task: str, label_token_ids: list[int] | None, label_smoothing: float,
-                 rdrop_alpha: float, head_lr: float, ema: "EmaCallback | None" = None, **kwargs: Any):
+                 rdrop_alpha: float, head_lr: float, ema: "EmaCallback | None" = None, distill_alpha: float = 0.0,
+                 distill_temperature: float = 1.0, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.distill_alpha, self.distill_temperature = distill_alpha, distill_temperature
         self.task, self.label_token_ids = task, label_token_ids
         self.label_smoothing, self.rdrop_alpha, self.head_lr, self.ema = label_smoothing, rdrop_alpha, head_lr, ema
         # Our loss is a per-row mean: let the Trainer divide it by the accumulation steps.
@@ -313,7 +445,9 @@ class ArenaTrainer(Trainer):
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        labels = inputs["labels"]
+        # Soft targets (probabilities) when the data has them; one-hot data keeps integer labels.
+        labels = inputs["targets"] if "targets" in inputs else inputs["labels"]
+        teacher = inputs.get("teacher")
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         rdrop = self.rdrop_alpha > 0 and model.training
         if rdrop:   # one forward on the doubled batch: two dropout masks, one DDP-friendly pass
@@ -328,7 +462,9 @@ class ArenaTrainer(Trainer):
                         + F.kl_div(p2, p1, log_target=True, reduction="batchmean"))
             loss, logits = ce + self.rdrop_alpha * kl, l1
         else:
-            loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+            loss = ce = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        if teacher is not None and self.distill_alpha > 0:
+            loss = loss + self.distill_alpha * (distill_loss(logits, teacher, self.distill_temperature) - ce)
         return (loss, {"logits": logits}) if return_outputs else loss
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
@@ -564,13 +700,19 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None,
 
     ``interrupt_at_step`` simulates a disconnect after that step's checkpoint and returns
     ``{"interrupted": True, ...}`` without final outputs; calling ``train`` again resumes (resume="auto").
+    With ``folds`` set, trains each fold in its own sub-run (:func:`train_folds`).
     The run is staged and committed atomically (:mod:`kagglelib.runs`); checkpoints live in
     ``runs/.<run_name>.work/`` and are resumed only by a run with the same configuration and train file.
     """
     main_process = int(os.environ.get("RANK", "0")) == 0
     with runs.staged_run(cfg.output_dir, cfg.run_name, main_process) as stage:
-        out = _train(cfg, stage.path, callbacks, interrupt_at_step)
+        if cfg.folds:
+            out = train_folds(cfg, stage.path, callbacks, interrupt_at_step)
+        else:
+            out = _train(cfg, stage.path, callbacks, interrupt_at_step)
         stage.commit = main_process and not out.get("interrupted")
+    if cfg.folds and stage.commit:   # the finished folds now live in the committed run
+        shutil.rmtree(runs.work_dir(cfg.output_dir, cfg.run_name), ignore_errors=True)
     return out
 
 
@@ -582,10 +724,11 @@ def resume_state(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | None,
-           interrupt_at_step: int | None) -> dict[str, Any]:
+           interrupt_at_step: int | None, work: Path | None = None) -> dict[str, Any]:
+    """One fold's training into ``run_dir``; ``work`` (default ``runs/.<run_name>.work``) keeps its checkpoints."""
     t0 = time.time()
     spec = models.spec_from(cfg)
-    work = runs.work_dir(cfg.output_dir, cfg.run_name)
+    work = work if work is not None else runs.work_dir(cfg.output_dir, cfg.run_name)
     ckpt_dir = work / "checkpoints"
     state = resume_state(cfg)
     stale = cfg.resume == "auto" and ckpt_dir.is_dir() and not runs.same_state(work, state)
@@ -610,7 +753,8 @@ def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | N
         model=model, args=args, train_dataset=splits.train, eval_dataset=[splits.valid[i] for i in order],
         data_collator=Collator(tokenizer.pad_token_id, padding_side(cfg.task)), processing_class=tokenizer,
         compute_metrics=compute_metrics, callbacks=cbs, task=cfg.task, label_token_ids=label_ids,
-        label_smoothing=cfg.label_smoothing, rdrop_alpha=cfg.rdrop_alpha, head_lr=cfg.head_lr or cfg.lr, ema=ema)
+        label_smoothing=cfg.label_smoothing, rdrop_alpha=cfg.rdrop_alpha, head_lr=cfg.head_lr or cfg.lr, ema=ema,
+        distill_alpha=cfg.distill_alpha if cfg.teacher else 0.0, distill_temperature=cfg.distill_temperature)
     main = trainer.is_world_process_zero()
     # PiSSA's initial adapter is resumption state (needed to save the adapter as plain LoRA at the end): it lives
     # beside the checkpoints, not in the committed run, and a resumed run keeps the one its checkpoints started from.
@@ -646,6 +790,8 @@ def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | N
     probs = np.empty((len(order), 3))
     probs[order] = sorted_probs
     labels = splits.valid_df["label"].to_numpy()
+    if data.is_soft(splits.valid_df):   # soft validation rows: scored against their probabilities
+        labels = data.targets(splits.valid_df)
     prior = metrics.prior_probs(splits.train_labels, len(labels))
     train_hist, eval_hist = history_from_logs(trainer.state.log_history)
     trainable, total = models.count_parameters(trainer.model)
@@ -660,10 +806,12 @@ def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | N
         "world_size": world_size, "resumed_from": resume, "smoke": cfg.smoke, "backbone": cfg.backbone,
         "task": cfg.task, "seconds": round(earlier + time.time() - t0, 2), "peak_memory_mb": round(_peak_memory_mb(), 1),
         "data_warnings": data_warnings(cfg),   # e.g. no ties at all in the train file
+        "data_report": splits.report, "teacher": cfg.teacher,
     }
     out["beats_prior"] = bool(out["valid_log_loss"] < out["prior_log_loss"])
     if main:
-        preds = data.prob_frame(splits.valid_df["id"], probs, label=labels, fold=splits.valid_df["fold"].to_numpy())
+        preds = data.prob_frame(splits.valid_df["id"], probs, label=splits.valid_df["label"].to_numpy(),
+                                fold=splits.valid_df["fold"].to_numpy())
         write_csv(preds.assign(**rule_flags(splits.valid_df)), run_dir / "valid_preds.csv")
         models.save_for_inference(trainer.model, tokenizer, run_dir / "model", pissa_init)
         write_run_info(run_dir, "transformer", splits.layout, splits.source, **models.inference_needs(spec))
@@ -680,6 +828,80 @@ def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | N
             shutil.move(str(ckpt_dir), str(run_dir / "checkpoints"))
         shutil.rmtree(work, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
+    return out
+
+
+def train_folds(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | None = None,
+                interrupt_at_step: int | None = None) -> dict[str, Any]:
+    """Train every fold of ``folds`` (each resumable on its own), then write ``fold<k>/`` and ``oof.csv`` to ``run_dir``.
+
+    Finished folds wait in ``runs/.<run_name>.work/fold<k>/`` (each fold's checkpoints in ``fold<k>.work/``), so a
+    disconnected all-fold run restarts at the fold it was in; a finished fold is reused only when its settings and
+    train file content equal this run's (:func:`resume_state`), else it is trained again. The run folder is
+    written once every fold is done. ``metrics.json`` holds the out-of-fold figures over every held-out row;
+    inference averages the folds.
+    """
+    t0 = time.time()
+    ks = fold_list(cfg)
+    main = int(os.environ.get("RANK", "0")) == 0
+    work = runs.work_dir(cfg.output_dir, cfg.run_name)
+    per_fold, source = [], {}
+    for k in ks:
+        sub = dataclasses.replace(cfg, fold=k, folds="")
+        done_dir = work / f"fold{k}"
+        # A finished fold of this generation (same settings and train content): from an interrupted call, or
+        # in the committed run (a rerun, or "all" after "0,1"); its state.json says which generation it is.
+        reuse = [d for d in (done_dir, runs.runs_root(cfg.output_dir) / cfg.run_name / f"fold{k}")
+                 if (d / METRICS).exists() and runs.same_state(d, resume_state(sub))]
+        if reuse:
+            log.info("fold %d: reusing the finished model in %s", k, reuse[0])
+            per_fold.append(read_json(reuse[0] / METRICS))
+            source[k] = reuse[0]
+            continue
+        partial = work / f".fold{k}.partial"
+        if main:
+            if done_dir.exists():
+                log.warning("%s holds fold %d of other settings or another train file; training it again", done_dir, k)
+            shutil.rmtree(done_dir, ignore_errors=True)
+            shutil.rmtree(partial, ignore_errors=True)
+        out = _train(sub, partial, callbacks, interrupt_at_step, work=work / f"fold{k}.work")
+        if out.get("interrupted"):
+            return {**out, "fold": k}
+        if main:
+            runs.write_state(partial, resume_state(sub))
+            os.replace(partial, done_dir)
+        per_fold.append(out)
+        source[k] = done_dir
+    if not main:   # other DDP ranks write nothing
+        return per_fold[-1]
+    for k in ks:
+        shutil.copytree(source[k], run_dir / f"fold{k}")
+    save_config(cfg, run_dir, smoke=cfg.smoke, fold_dirs=[f"fold{k}" for k in ks])
+    shutil.copy2(run_dir / f"fold{ks[0]}" / "run_info.json", run_dir / "run_info.json")   # same layout and needs
+    df, folds = arena_with_folds(cfg)
+    frames = [pd.read_csv(run_dir / f"fold{k}" / "valid_preds.csv", dtype={"id": str}) for k in ks]
+    oof = pd.concat(frames, ignore_index=True)
+    # Back to train-file order.
+    position = pd.Series(np.arange(len(df)), index=df["id"].astype(str))
+    oof = oof.iloc[np.argsort(position.loc[oof["id"].astype(str)].to_numpy(), kind="stable")].reset_index(drop=True)
+    probs = oof[list(data.WINNER_COLUMNS)].to_numpy(dtype=np.float64)
+    rows = data.rows_by_id(df, oof["id"])
+    labels = data.targets(rows) if data.is_soft(rows) else rows["label"].to_numpy()
+    train_labels = df["label"].to_numpy()
+    out: dict[str, Any] = {
+        **metrics.summarise(labels, probs, prefix="valid_"),
+        "prior_log_loss": metrics.log_loss(labels, metrics.prior_probs(train_labels, len(labels))),
+        "n_valid": int(len(oof)), "n_train": int(len(df)), "folds": ks, "oof": True,
+        "per_fold": [{"fold": k, **{m: o.get(m) for m in ("valid_log_loss", "valid_accuracy", "n_train", "n_valid",
+                                                         "global_step", "seconds")}} for k, o in zip(ks, per_fold)],
+        "smoke": cfg.smoke, "backbone": cfg.backbone, "task": cfg.task, "teacher": cfg.teacher,
+        "data_report": per_fold[0].get("data_report"), "data_warnings": per_fold[0].get("data_warnings"),
+        "seconds": round(time.time() - t0, 2),
+        "fold_seconds_total": round(sum(float(o.get("seconds") or 0) for o in per_fold), 2),
+    }
+    out["beats_prior"] = bool(out["valid_log_loss"] < out["prior_log_loss"])
+    write_csv(oof, run_dir / "oof.csv")
+    write_json(out, run_dir / METRICS)
     return out
 
 

@@ -192,13 +192,16 @@ def test_seeds_grid_trains_each_factor_and_a_tta_twin(tmp_path):
     base = {"output_dir": str(tmp_path), "max_steps": 2, "eval_steps": 2, "save_steps": 2, "max_train_rows": 16,
             "max_valid_rows": 12, "max_length": 96, "progress": False}
     assert [p["run_name"] for p in ablation.grid_params(base)] == [
-        "grid_ref", "grid_head_layers-3", "grid_lora_init-pissa", "grid_task-next_token"]
+        "grid_ref", "grid_head_layers-3", "grid_lora_init-pissa", "grid_task-next_token", "grid_folds-all",
+        "grid_distill"]
     dirs = ablation.run_grid(base)
     assert [d.name for d in dirs][-1] == "grid_ref_tta"
     table = ablation.ablation_table(tmp_path, n_bootstrap=50).set_index("run")
     assert table.loc["grid_head_layers-3", "head_layers"] == 3 and table.loc["grid_ref", "head_layers"] == 1
     assert table.loc["grid_lora_init-pissa", "lora_init"] == "pissa"
     assert table.loc["grid_task-next_token", "task"] == "next_token"
+    assert table.loc["grid_folds-all", "folds"] == "all" and table.loc["grid_folds-all", "n_heldout"] == 1110
+    assert table.loc["grid_distill", "teacher"] == "grid_folds-all"
     assert table.loc["grid_ref_tta", "tta"] == True and table["smoke"].all()  # noqa: E712
     # the TTA twin is the reference model's predictions made exactly position-symmetric
     twin = pd.read_csv(dirs[-1] / "valid_preds.csv")
