@@ -428,7 +428,8 @@ def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
     provenance = check_provenance(cfg.train_path, run_dirs)   # reads train_path only when it is set
     # The submission layout comes from the run folders (the train file is not read; it is not in Kaggle's kernel),
     # checked before hours of inference: "wsdm" means an id,winner submission.
-    layout = submission_layout(run_dirs, [validation_predictions(d) for d in run_dirs])
+    valid = [validation_predictions(d) for d in run_dirs]   # read once: the layout now, the blend below
+    layout = submission_layout(run_dirs, valid)
     devices = visible_devices(cfg.devices)
     deadline = start + cfg.time_budget_s if cfg.time_budget_s is not None else None   # 0: no chunk starts
 
@@ -448,7 +449,6 @@ def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
         del predictors
 
     # Ensemble weights, temperature and rules are fitted on the rows every run held out.
-    valid = [validation_predictions(d) for d in run_dirs]
     common = valid[0].index
     for v in valid[1:]:
         common = common.intersection(v.index)
