@@ -97,6 +97,7 @@ def bad_test_file(path) -> None:
     raw.to_csv(path, index=False, quoting=csv.QUOTE_NONNUMERIC)
 
 
+@pytest.mark.slow   # a whole 02 run
 def test_bad_test_file_gives_valid_submission_and_all_artifacts(tmp_path) -> None:
     test_path = tmp_path / "bad_test.csv"
     bad_test_file(test_path)
@@ -147,6 +148,7 @@ def test_length_only_beats_prior_on_sample(data) -> None:
     assert metrics.log_loss(labels, res.oof) < prior
 
 
+@pytest.mark.slow   # a whole 02 run and 05 on the WSDM layout
 def test_wsdm_layout_end_to_end(tmp_path):
     """WSDM Cup parquet (plain-text cells, string ids, A/B winners only): trains and writes id,winner."""
     raw = pd.read_csv(sample_paths()[0])
@@ -169,6 +171,7 @@ def test_wsdm_layout_end_to_end(tmp_path):
     assert (sub["winner"].to_numpy() == want).all()
 
 
+@pytest.mark.slow   # a whole 02 run per model, reloaded in place of the train file
 @pytest.mark.parametrize("model", ["lgbm", "logreg"])
 def test_saved_run_predicts_without_its_train_file(tmp_path, model) -> None:
     """The run folder alone rebuilds the predictor: train file gone, run folder moved, same probabilities."""
