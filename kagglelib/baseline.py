@@ -23,7 +23,7 @@ from . import metrics, plots, runs
 from .artifacts import METRICS
 from .calibration import apply_temperature, crossfit_temperature, fit_temperature
 from .config import RunConfig, save_config
-from .data import is_soft, load_arena, load_training, make_folds, prob_frame, swap_labels, swap_probs
+from .data import is_soft, load_arena, load_training, make_folds, prob_frame, soft_rows, swap_labels, swap_probs
 from .data import targets as target_probs
 from .features import FeatureConfig, PairFeaturizer, length_columns, pair_embeddings, save_featurizer, swap_features
 from .io import save_figure, write_csv, write_json
@@ -263,7 +263,7 @@ def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
     # Soft rows (pseudo-labels) train as weighted expanded rows; metrics and temperature use the one-hot rows.
     soft = is_soft(train)
     targets = target_probs(train) if soft else None
-    real = ~((targets != 0) & (targets != 1)).any(axis=1) if soft else np.ones(len(train), dtype=bool)
+    real = ~soft_rows(targets) if soft else np.ones(len(train), dtype=bool)
 
     t0 = time.time()
     feats, test_feats = build_features(train, test, cfg, save_to=run_dir / "featurizer")

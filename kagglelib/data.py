@@ -547,12 +547,17 @@ def targets(df: pd.DataFrame) -> np.ndarray:
     return one_hot(df["label"].to_numpy())
 
 
+def soft_rows(targets: np.ndarray) -> np.ndarray:
+    """Per row of (n, 3) targets: True where they are not one-hot (pseudo-labels, teacher outputs)."""
+    t = np.asarray(targets, dtype=np.float64)
+    return ((t != 0) & (t != 1)).any(axis=1)
+
+
 def is_soft(df: pd.DataFrame) -> bool:
     """True when some row's targets are not one-hot (pseudo-labels, teacher files)."""
     if not all(c in df.columns for c in TARGET_COLUMNS) or not len(df):
         return False
-    t = df[list(TARGET_COLUMNS)].to_numpy(dtype=np.float64)
-    return bool(((t != 0) & (t != 1)).any())
+    return bool(soft_rows(df[list(TARGET_COLUMNS)].to_numpy()).any())
 
 
 def pair_keys(df: pd.DataFrame) -> np.ndarray:
@@ -633,8 +638,7 @@ def _soft_rows(df: pd.DataFrame) -> int:
     """Rows whose targets are not one-hot."""
     if not all(c in df.columns for c in TARGET_COLUMNS):
         return 0
-    t = df[list(TARGET_COLUMNS)].to_numpy(dtype=np.float64)
-    return int(((t != 0) & (t != 1)).any(axis=1).sum())
+    return int(soft_rows(df[list(TARGET_COLUMNS)].to_numpy()).sum())
 
 
 def leakage_report(train: pd.DataFrame, folds: np.ndarray | None = None, test: pd.DataFrame | None = None) -> dict:
