@@ -67,9 +67,12 @@ def compare(a: Path, b: Path) -> float:
         ra, rb = a / "outputs" / "runs" / run, b / "outputs" / "runs" / run
         for f in sorted(ra.glob("*.csv")):
             x, y = pd.read_csv(f), pd.read_csv(rb / f.name)
-            if list(x.columns) != list(y.columns) or len(x) != len(y):
+            if set(x.columns) != set(y.columns) or len(x) != len(y):
                 problems.append(f"{run}/{f.name}: columns or rows differ")
                 continue
+            if list(x.columns) != list(y.columns):   # the same columns in another order: compared by name
+                print(f"   {run}/{f.name}: column order {list(x.columns)} -> {list(y.columns)}")
+                y = y[list(x.columns)]
             num = x.select_dtypes("number").columns
             d = np.abs(x[num].to_numpy(float) - y[num].to_numpy(float))
             diffs += [(float(np.nanmax(d)) if d.size else 0.0, f"{run}/{f.name}")] * max(int(d.size), 1)

@@ -121,6 +121,12 @@ def package(runs: list[str], user: str, out: Path, output_dir: Path, wheels: lis
             wheel_cache: Path | None = None) -> Path:
     """Build ``out/dataset``, ``out/kernel`` and ``out/COMMANDS.txt``; returns ``out``."""
     run_dirs = [find_run(run, output_dir) for run in runs]
+    names = [d.name for d in run_dirs]
+    if len(set(names)) < len(names):   # the bundle holds runs/<name>/ and the kernel lists them by name
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"runs {[str(d) for d in run_dirs if d.name in twice]} share the folder name(s) {twice}: the "
+                         "dataset holds one runs/<name>/ per run, so one would replace the other; copy one under "
+                         "another name (a run's folder name is free) and package that")
     needs = {d.name: run_needs(d) for d in run_dirs}   # fails here, at home, for a run the kernel could not use
     if competition is None:   # WSDM-layout runs belong to the WSDM Cup; everything else to the Kaggle 3-class one
         wsdm = {n.get("layout") for n in needs.values()} == {"wsdm"}

@@ -36,6 +36,7 @@ from .models.shape import GIB, Shape, model_shape, resolve_quantization, weight_
 from .models.spec import spec_from, text_config_from
 from .run.config import from_params
 from .run.layout import find_run
+from .training.baseline import BaselineConfig
 from .training.config import DecoderTrainConfig, EncoderTrainConfig
 
 
@@ -303,9 +304,16 @@ def _run_config(run: str, output_dir: str, profile: str) -> tuple[dict[str, Any]
         return json.loads((path / "config.json").read_text()), f"{path}/config.json"
     except FileNotFoundError:
         pass
-    if "baseline" in run.lower():
+    # A run not trained yet is planned only under its notebook's default name, never guessed from a name's parts.
+    untrained = {BaselineConfig.run_name: BaselineConfig, DecoderTrainConfig.run_name: DecoderTrainConfig,
+                 EncoderTrainConfig.run_name: EncoderTrainConfig}
+    cls = untrained.get(run)
+    if cls is None:
+        raise FileNotFoundError(f"run {run!r} not found under {output_dir or 'the output folder'} or /kaggle/input, so "
+                                "there is no config to plan from; train it first, or plan a run not trained yet by its "
+                                f"notebook's default name ({', '.join(untrained)})")
+    if cls is BaselineConfig:
         return {"config_class": "BaselineConfig"}, "not trained yet: feature model (02)"
-    cls = DecoderTrainConfig if "gemma" in run.lower() or "llm" in run.lower() else EncoderTrainConfig
     # On Kaggle the 9B is trained elsewhere (colab-a100) and only predicted here: plan that run.
     train_profile = "colab-a100" if (cls is DecoderTrainConfig and profile == "kaggle-t4") else profile
     cfg = cls(profile=train_profile, run_name=run, output_dir=output_dir or "")

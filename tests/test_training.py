@@ -72,7 +72,7 @@ def test_run_folder_contract(resumed):
         assert key in m, key
     assert m["smoke"] is True and m["n_train"] == 32 and m["n_valid"] == 16 and len(m["history"]) == 2
     preds = pd.read_csv(run / "valid_preds.csv")
-    assert list(preds.columns) == ["id", "label", "fold", "winner_model_a", "winner_model_b", "winner_tie",
+    assert list(preds.columns) == ["id", "fold", "label", "winner_model_a", "winner_model_b", "winner_tie",
                                    "identical", "empty_a", "empty_b"]   # rule flags: 05 needs no train file
     info = read_json(run / "run_info.json")
     assert info["kind"] == "transformer" and info["layout"] == "kaggle" and info["base_model"] == "tiny-gemma2"

@@ -20,7 +20,8 @@ from ..core.io import comma_list, read_json, write_csv, write_json
 from ..data.frame import TARGET_COLUMNS, TEXT_COLUMNS, WINNER_COLUMNS, content_fingerprint
 from ..data.load import _read_table, load_arena
 from ..run.config import load_config
-from ..run.layout import find_run
+from ..run.layout import CONFIG, METRICS, find_run
+from ..run.store import manifest_hash
 from ..scoring.calibration import apply_temperature
 from ..scoring.ensemble import blend
 from .predictors import run_kind, run_predictors, visible_devices
@@ -58,9 +59,9 @@ def blend_members(runs: str | list[str], weights: str | list[float] | None,
     dirs = [find_run(r, output_dir) for r in names]
     temperature = 1.0
     if len(dirs) == 1 and load_config(dirs[0]).get("config_class") == "InferenceConfig":
-        m = read_json(dirs[0] / "metrics.json")   # a 05 submission: its fitted blend
-        dirs = [find_run(r, output_dir) for r in m["weights"]]
-        return dirs, np.array(list(m["weights"].values()), dtype=np.float64), float(m["temperature"])
+        m = read_json(dirs[0] / METRICS)   # a 05 submission: its fitted blend, for the members it was fitted on
+        return blend_of_submission(dirs[0], m, output_dir), np.array(list(m["weights"].values()), dtype=np.float64), \
+            float(m["temperature"])
     if weights in (None, "", []):
         w = np.full(len(dirs), 1 / len(dirs))
     else:
@@ -69,6 +70,28 @@ def blend_members(runs: str | list[str], weights: str | list[float] | None,
             raise ValueError(f"weights {weights!r} must be {len(dirs)} non-negative numbers, not all 0")
         w = w / w.sum()
     return dirs, w, temperature
+
+
+def blend_of_submission(submission: Path, m: dict[str, Any], output_dir: str | Path | None) -> list[Path]:
+    """The member runs of a 05 blend, each checked to be the content the weights and temperature were fitted on.
+
+    A member retrained since (same name, new manifest) is refused: its old weight and temperature would be applied
+    to a new model without a word. Submissions saved before 05 recorded its members' identities are found by name.
+    """
+    members = m.get("members")
+    if members is None:
+        return [find_run(r, output_dir) for r in m["weights"]]
+    dirs = []
+    for member in members:
+        recorded = Path(member["path"])
+        run = find_run(recorded if (recorded / CONFIG).exists() else member["name"], output_dir)
+        now = manifest_hash(run)
+        if now != member["identity"]:
+            raise ValueError(f"{submission}: its blend was fitted on run {member['run']!r} with manifest "
+                             f"{member['identity'][:12]}, but {run} is now {now[:12]} (retrained or replaced since); "
+                             "re-run 05 with the current runs, or pass the runs and weights yourself")
+        dirs.append(run)
+    return dirs
 
 
 def pseudo_label(runs: str | list[str], input_path: str | Path, out_path: str | Path,
@@ -93,8 +116,7 @@ def pseudo_label(runs: str | list[str], input_path: str | Path, out_path: str | 
     provenance = {
         "input": str(input_path), "input_fingerprint": content_fingerprint(df), "tta": tta,
         "id_prefix": id_prefix, "temperature": temperature, "seconds": round(time.time() - start, 2),
-        "runs": [{"run": d.name, "path": str(d), "kind": run_kind(d), "weight": float(wi),
-                  "config_created": json.loads((d / "config.json").read_text()).get("created")}
+        "runs": [{"run": d.name, "path": str(d), "kind": run_kind(d), "weight": float(wi), "identity": manifest_hash(d)}
                  for d, wi in zip(dirs, w)],
     }
     sidecar = write_soft_file(df, final, out_path, provenance)

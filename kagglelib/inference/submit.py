@@ -35,7 +35,7 @@ from ..models.build import warn_8bit
 from ..run.config import RunConfig, save_config
 from ..run.info import read_run_info
 from ..run.layout import METRICS, RULE_FLAGS, find_run, heldout_file
-from ..run.store import staged_run
+from ..run.store import manifest_hash, staged_run
 from ..scoring.ensemble import apply_blend, apply_rules, crossfit_blend, fit_blend, fit_rules, read_predictions
 from ..scoring.metrics import summarise
 from ..scoring.submission import validate_submission, write_submission
@@ -119,9 +119,9 @@ def submission_layout(run_dirs: Sequence[Path], valid: Sequence[pd.DataFrame]) -
     for run_dir, v in zip(run_dirs, valid):
         info = read_run_info(run_dir)
         if info is not None:
-            layouts[run_dir.name] = info["layout"]
+            layouts[str(run_dir)] = info["layout"]
         elif "label" in v.columns and (v["label"] == 2).any():   # ties exist only in the Kaggle 3-class layout
-            layouts[run_dir.name] = "kaggle"
+            layouts[str(run_dir)] = "kaggle"
         else:
             raise ValueError(f"{run_dir}: no run_info.json recording its label layout (kaggle or wsdm) and its "
                              "held-out labels cannot tell; re-run it (02, 03 or 04) with this kagglelib")
@@ -137,6 +137,18 @@ def heldout_rule_masks(valid: Sequence[pd.DataFrame], ids: pd.Index) -> dict[str
         if all(c in v.columns for c in RULE_FLAGS):
             return {k: v.loc[ids, k].to_numpy(dtype=bool) for k in RULE_FLAGS}
     return None
+
+
+def run_keys(run_dirs: Sequence[Path]) -> list[str]:
+    """One name per run for its files, cache and blend weight: the folder name, or name-<manifest hash> when two
+    runs share a folder name (two attached datasets each holding a ``baseline``); the same run twice is an error."""
+    identities = [manifest_hash(d) for d in run_dirs]
+    names = [d.name for d in run_dirs]
+    keys = [n if names.count(n) == 1 else f"{n}-{i[:8]}" for n, i in zip(names, identities)]
+    if len(set(keys)) < len(keys):
+        twice = next(d for d, k in zip(run_dirs, keys) if keys.count(k) > 1)
+        raise ValueError(f"run {twice} is given twice (same name and manifest): list each run once")
+    return keys
 
 
 def check_provenance(train_path: str, run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
@@ -178,23 +190,23 @@ def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
     provenance = check_provenance(cfg.train_path, run_dirs)   # reads train_path only when it is set
     # The submission layout comes from the run folders (the train file is not read; it is not in Kaggle's kernel),
     # checked before hours of inference: "wsdm" means an id,winner submission.
+    keys = run_keys(run_dirs)   # by content: two runs named alike stay two members
     valid = [validation_predictions(d) for d in run_dirs]   # read once: the layout now, the blend below
     layout = submission_layout(run_dirs, valid)
     devices = visible_devices(cfg.devices)
     deadline = start + cfg.time_budget_s if cfg.time_budget_s is not None else None   # 0: no chunk starts
 
     test_probs, statuses = [], []
-    for run_dir in run_dirs:
+    for key, run_dir in zip(keys, run_dirs):
         predictors = run_predictors(run_dir, devices, cfg.precision, cfg.quantization or None, cfg.batch_tokens)
-        cache = Path(cfg.output_dir) / "cache" / "inference" / run_dir.name
-        key = run_fingerprint(run_dir, cfg.tta, precision=cfg.precision, quantization=cfg.quantization,
-                              batch_tokens=cfg.batch_tokens, devices=devices,
-                              max_length=getattr(cfg, "max_length", None))   # any setting that changes the output
+        cache = Path(cfg.output_dir) / "cache" / "inference" / key
+        chunk_key = run_fingerprint(run_dir, cfg.tta, precision=cfg.precision, quantization=cfg.quantization,
+                                    batch_tokens=cfg.batch_tokens, devices=devices)   # whatever changes the output
         left = None if deadline is None else max(deadline - time.time(), 0.0)
-        probs, status = predict_chunked(predictors, test, cache, cfg.chunk_rows, cfg.tta, left, cache_key=key)
+        probs, status = predict_chunked(predictors, test, cache, cfg.chunk_rows, cfg.tta, left, cache_key=chunk_key)
         test_probs.append(probs)
-        statuses.append({"run": run_dir.name, "kind": run_kind(run_dir), **status})
-        write_csv(prob_frame(test["id"], probs), out_dir / f"test_preds_{run_dir.name}.csv")
+        statuses.append({"run": key, "kind": run_kind(run_dir), **status})
+        write_csv(prob_frame(test["id"], probs), out_dir / f"test_preds_{key}.csv")
         release_models(predictors)   # this run's models leave the GPUs before the next run's load
         del predictors
 
@@ -219,7 +231,7 @@ def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
 
     prior = np.bincount(labels, minlength=3) / len(labels)
     final = apply_blend(test_probs, weights, temperature, fallback=prior)
-    fallback = fallback_rows(test["id"], test_probs, [d.name for d in run_dirs])
+    fallback = fallback_rows(test["id"], test_probs, keys)
     if len(fallback):
         write_csv(fallback, out_dir / "fallback_rows.csv")
         log.warning("%d of %d test rows lack a prediction from some run (time budget); %d got the class prior; "
@@ -239,13 +251,16 @@ def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
             raise RuntimeError("pseudo-labels need a prediction for every test row; the time budget stopped early")
         write_soft_file(test, final, cfg.pseudo_label_path, {
             "input": cfg.test_path, "tta": cfg.tta, "temperature": temperature, "rules": rules is not None,
-            "runs": [{"run": d.name, "path": str(d), "weight": float(w)} for d, w in zip(run_dirs, weights)]})
+            "runs": [{"run": k, "path": str(d), "identity": manifest_hash(d), "weight": float(w)}
+                     for k, d, w in zip(keys, run_dirs, weights)]})
 
     summary = {
-        "runs": [d.name for d in run_dirs], "weights": dict(zip([d.name for d in run_dirs], weights.tolist())),
+        "runs": keys, "weights": dict(zip(keys, weights.tolist())),
+        # what the blend was fitted on, by content: pseudo-labelling with this blend refuses a member changed since
+        "members": [{"run": k, "name": d.name, "path": str(d), "identity": manifest_hash(d)}
+                    for k, d in zip(keys, run_dirs)],
         "temperature": temperature, "tta": cfg.tta, "devices": devices, "n_test": len(test),
-        "n_valid_common": len(common), "valid_per_run": {d.name: summarise(labels, p)
-                                                         for d, p in zip(run_dirs, valid_probs)},
+        "n_valid_common": len(common), "valid_per_run": {k: summarise(labels, p) for k, p in zip(keys, valid_probs)},
         "valid_final_insample": summarise(labels, valid_final),
         "valid_final_crossfit": summarise(labels, valid_crossfit),
         "rules": rules.report if rules is not None else ([] if not cfg.postprocess else [

@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..core.io import read_json, write_json
+from ..core.io import read_json, write_csv, write_json
 from ..data.folds import split_paths
-from ..data.frame import content_fingerprint, rule_masks
+from ..data.frame import content_fingerprint, is_soft, prob_frame, rule_masks, soft_rows, targets
 from .layout import RULE_FLAGS, RUN_INFO, SUBMISSION_COLUMNS
 
 
@@ -17,6 +17,20 @@ def rule_flags(df: pd.DataFrame) -> dict[str, np.ndarray]:
     """0/1 columns saying which post-processing rule applies to each row (identical / one side empty)."""
 
     return {k: v.astype(np.int8) for k, v in rule_masks(df).items()}
+
+
+def write_heldout(path: str | Path, rows: pd.DataFrame, probs: np.ndarray, folds: np.ndarray) -> pd.DataFrame:
+    """The one held-out predictions file of every producer (02's OOF, 03/04's fold, all folds' OOF).
+
+    Columns: id, fold, label, ``soft`` when some row's targets are not one-hot (a pseudo-label or teacher output,
+    not a human label: 05 fits nothing on it), the three probabilities, the rule flags. Returns the table written.
+    """
+    extra: dict[str, Any] = {"fold": np.asarray(folds), "label": rows["label"].to_numpy()}
+    if is_soft(rows):
+        extra["soft"] = soft_rows(targets(rows))
+    table = prob_frame(rows["id"], probs, **extra).assign(**rule_flags(rows))
+    write_csv(table, path)
+    return table
 
 
 def provenance(train: pd.DataFrame, train_path: str | Path) -> dict[str, Any]:

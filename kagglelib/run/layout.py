@@ -20,7 +20,8 @@ from .store import RunError, verify_run
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
-HELDOUT_FILES = ("oof.csv", "valid_preds.csv")   # a run's held-out predictions: 02's OOF, 03/04's validation fold
+OOF, VALID_PREDS = "oof.csv", "valid_preds.csv"
+HELDOUT_FILES = (OOF, VALID_PREDS)   # a run's held-out predictions: 02's OOF, 03/04's validation fold
 # Notebook 01 (eda.run_eda): one figure per section.
 EDA_FIGURES = {"label_balance": "label_balance.png", "lengths": "lengths.png", "verbosity_bias": "verbosity_bias.png",
                "tie_vs_similarity": "tie_vs_similarity.png", "model_win_rates": "model_win_rates.png"}

@@ -27,8 +27,8 @@ from ..data.frame import is_soft, prob_frame, soft_rows, swap_labels, swap_probs
 from ..data.load import load_arena
 from ..models.tabular import clip_z, logreg_state, signed_log, symmetric_predict
 from ..run.config import RunConfig, save_config
-from ..run.info import provenance, rule_flags, write_run_info
-from ..run.layout import METRICS
+from ..run.info import provenance, write_heldout, write_run_info
+from ..run.layout import METRICS, OOF
 from ..run.store import staged_run
 from ..scoring.calibration import apply_temperature, crossfit_temperature, fit_temperature
 from ..scoring.metrics import ab_accuracy, accuracy, log_loss, prior_probs, summarise
@@ -317,12 +317,9 @@ def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
         m["best_iterations"] = main.best_iterations
     m["seconds_features"] = seconds_features
 
-    oof_df = prob_frame(train["id"], oof_cal, fold=folds, label=labels).assign(**rule_flags(train))
-    if soft:   # soft rows keep their OOF predictions, flagged, so blends can leave them out
-        oof_df = prob_frame(train_all["id"], oof_all, fold=folds_all, label=train_all["label"].to_numpy(),
-                            soft=~real).assign(**rule_flags(train_all))
+    # Soft rows keep their OOF predictions, flagged, so blends can leave them out.
+    oof_df = write_heldout(run_dir / OOF, *((train_all, oof_all, folds_all) if soft else (train, oof_cal, folds)))
     test_df = prob_frame(test["id"], test_cal)
-    write_csv(oof_df, run_dir / "oof.csv")
     write_csv(test_df, run_dir / "test_preds.csv")
     sub_path = write_submission(test["id"], test_cal, run_dir / "submission.csv", layout)
     validate_submission(sub_path, cfg.test_path)

@@ -29,20 +29,20 @@ import pandas as pd
 from transformers import EarlyStoppingCallback, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..core.io import read_json, save_figure, write_csv, write_json
-from ..data.frame import WINNER_COLUMNS, is_soft, prob_frame, rows_by_id, targets
+from ..core.io import read_json, save_figure, write_json
+from ..data.frame import WINNER_COLUMNS, is_soft, rows_by_id, targets
 from ..models.build import build_model, count_parameters, init_head_bias, label_token_ids
 from ..models.forward import padding_side
 from ..models.saved import inference_needs, save_for_inference, save_pissa_init
 from ..models.spec import spec_from
 from ..run.config import save_config
-from ..run.info import rule_flags, write_run_info
-from ..run.layout import METRICS
+from ..run.info import write_heldout, write_run_info
+from ..run.layout import METRICS, OOF, VALID_PREDS
 from ..run.store import files_sha256, runs_root, same_state, staged_run, work_dir, write_state
 from ..scoring.metrics import log_loss, prior_probs, summarise
 from ..scoring.plots import loss_curve
 from .config import TrainConfig, config_from_json, fold_list
-from .inputs import Collator, arena_with_folds, data_warnings, load_splits
+from .inputs import Collator, arena_with_folds, data_warnings, load_splits, read_inputs, teacher_identity
 from .loop import (ArenaTrainer, EmaCallback, EvaluateAtEnd, InterruptAt, TrainingInterrupted, _peak_memory_mb,
                    compute_metrics, history_from_logs, probs_from_predictions, resume_checkpoint, training_arguments)
 
@@ -72,10 +72,13 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None,
 
 
 def resume_state(cfg: TrainConfig) -> dict[str, Any]:
-    """What checkpoints belong to: every setting that shapes training, and the train file's content hash."""
+    """What checkpoints belong to: every setting that shapes training, the train files' and the teacher's content."""
     skip = ("resume", "keep_checkpoints", "progress", "logging_steps")
     state = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
-    return {**state, "train_sha256": files_sha256(cfg.train_path)}
+    state["train_sha256"] = files_sha256(cfg.train_path)
+    if cfg.teacher:   # by content: a replaced teacher file or a retrained teacher run is another teacher
+        state["teacher_identity"] = teacher_identity(cfg)
+    return state
 
 
 def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | None,
@@ -88,9 +91,10 @@ def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | N
     state = resume_state(cfg)
     stale = cfg.resume == "auto" and ckpt_dir.is_dir() and not same_state(work, state)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    inputs = read_inputs(cfg)   # train files, folds, test file, teacher: checked before the (maybe 9B) load
     model, tokenizer = build_model(spec)
     label_ids = label_token_ids(tokenizer) if cfg.task == "next_token" else None
-    splits = load_splits(cfg, tokenizer)
+    splits = load_splits(cfg, tokenizer, inputs)
     if cfg.task == "classifier" and cfg.head_prior_init:   # (a resumed run then loads its checkpoint over this)
         init_head_bias(model, np.bincount(splits.train_labels, minlength=3) / len(splits.train_labels))
     args = training_arguments(cfg, len(splits.train), world_size, ckpt_dir)
@@ -162,12 +166,11 @@ def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | N
         "task": cfg.task, "seconds": round(earlier + time.time() - t0, 2), "peak_memory_mb": round(_peak_memory_mb(), 1),
         "data_warnings": data_warnings(cfg),   # e.g. no ties at all in the train file
         "data_report": splits.report, "teacher": cfg.teacher,
+        "teacher_identity": teacher_identity(cfg) if cfg.teacher else None,
     }
     out["beats_prior"] = bool(out["valid_log_loss"] < out["prior_log_loss"])
     if main:
-        preds = prob_frame(splits.valid_df["id"], probs, label=splits.valid_df["label"].to_numpy(),
-                                fold=splits.valid_df["fold"].to_numpy())
-        write_csv(preds.assign(**rule_flags(splits.valid_df)), run_dir / "valid_preds.csv")
+        write_heldout(run_dir / VALID_PREDS, splits.valid_df, probs, splits.valid_df["fold"].to_numpy())
         save_for_inference(trainer.model, tokenizer, run_dir / "model", pissa_init)
         write_run_info(run_dir, "transformer", splits.layout, splits.source, **inference_needs(spec))
         title = f"{cfg.run_name}: {cfg.backbone} ({cfg.task})" + ("  [SMOKE: random tiny model, not a result]"
@@ -233,7 +236,7 @@ def train_folds(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback
     save_config(cfg, run_dir, smoke=cfg.smoke, fold_dirs=[f"fold{k}" for k in ks])
     shutil.copy2(run_dir / f"fold{ks[0]}" / "run_info.json", run_dir / "run_info.json")   # same layout and needs
     df, folds = arena_with_folds(cfg)
-    frames = [pd.read_csv(run_dir / f"fold{k}" / "valid_preds.csv", dtype={"id": str}) for k in ks]
+    frames = [pd.read_csv(run_dir / f"fold{k}" / VALID_PREDS, dtype={"id": str}) for k in ks]
     oof = pd.concat(frames, ignore_index=True)
     # Back to train-file order.
     position = pd.Series(np.arange(len(df)), index=df["id"].astype(str))
@@ -254,7 +257,7 @@ def train_folds(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback
         "fold_seconds_total": round(sum(float(o.get("seconds") or 0) for o in per_fold), 2),
     }
     out["beats_prior"] = bool(out["valid_log_loss"] < out["prior_log_loss"])
-    write_csv(oof, run_dir / "oof.csv")
+    write_heldout(run_dir / OOF, rows, probs, oof["fold"].to_numpy())
     write_json(out, run_dir / METRICS)
     return out
 

@@ -19,6 +19,7 @@ from ..models.spec import text_config_from
 from ..run.config import load_config
 from ..run.info import provenance, read_run_info
 from ..run.layout import find_run, heldout_file
+from ..run.store import file_sha256, files_sha256, manifest_hash
 from ..scoring.ensemble import read_predictions
 from .config import TrainConfig
 
@@ -37,8 +38,8 @@ class Splits:
 
 
 @functools.lru_cache(maxsize=2)
-def _arena_with_folds(paths: str, stamp: tuple, n_folds: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
-    """Loaded train file(s) and folds (grouped by prompt across files), cached per (file versions, folds)."""
+def _arena_with_folds(paths: str, content: tuple, n_folds: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Loaded train file(s) and folds (grouped by prompt across files), cached per (files' sha256, folds)."""
     df = load_training(paths)
     return df, make_folds(df, n_folds, seed)
 
@@ -51,14 +52,28 @@ def data_warnings(cfg: TrainConfig) -> list[str]:
 def arena_with_folds(cfg: TrainConfig) -> tuple[pd.DataFrame, np.ndarray]:
     """The run's training rows (all train files, de-duplicated) and their fold numbers."""
     files = split_paths(cfg.train_path)
-    stamp = tuple(Path(f).stat().st_mtime_ns for f in files)
-    return _arena_with_folds(",".join(files), stamp, cfg.n_folds, cfg.fold_seed)
+    # Keyed by content, not modification time: cp -p, rsync -t or unzip give a new file the old one's mtime.
+    content = tuple(files_sha256(",".join(files)))
+    return _arena_with_folds(",".join(files), content, cfg.n_folds, cfg.fold_seed)
 
 
 def data_report(cfg: TrainConfig, df: pd.DataFrame, folds: np.ndarray) -> dict[str, Any]:
     """Rows per train file, duplicates dropped, and training prompts shared with the test file or other folds."""
     test = load_arena(cfg.test_path) if cfg.test_path and Path(cfg.test_path).exists() else None
     return {**df.attrs.get("train_report", {}), **leakage_report(df, folds, test)}
+
+
+def teacher_identity(cfg: TrainConfig) -> str:
+    """The teacher by content: its file's sha256, or its run's manifest hash ("" without a teacher).
+
+    Recorded in the resume state, so a finished fold or checkpoint trained on another teacher is never reused.
+    """
+    if not cfg.teacher:
+        return ""
+    source = Path(cfg.teacher).expanduser()
+    if source.is_file():
+        return f"file:{file_sha256(source)}"
+    return f"run:{manifest_hash(find_run(cfg.teacher, cfg.output_dir))}"
 
 
 def load_teacher(cfg: TrainConfig, df: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
@@ -125,8 +140,20 @@ def _row(x: list[int], label: int, target: np.ndarray | None, teacher: np.ndarra
     return r
 
 
-def load_splits(cfg: TrainConfig, tokenizer: Any) -> Splits:
-    """Read the train file(s), split off fold ``cfg.fold``, subsample as configured, encode (with swaps)."""
+@dataclass
+class Inputs:
+    """What a fold trains on, read and checked before any model weight is loaded."""
+
+    df: pd.DataFrame                       # every training row (all train files, de-duplicated)
+    folds: np.ndarray                      # fold number per row
+    train_idx: np.ndarray                  # rows trained on (after max_train_rows)
+    valid_idx: np.ndarray                  # rows validated on (after max_valid_rows)
+    teacher: np.ndarray | None             # the teacher's probabilities of the train rows, checked out-of-fold
+    report: dict[str, Any]                 # train files, duplicates, leakage
+
+
+def read_inputs(cfg: TrainConfig) -> Inputs:
+    """Read and check the train file(s), the folds, the test file and the teacher: a bad one fails in seconds."""
     df, folds = arena_with_folds(cfg)
     rng = np.random.default_rng(cfg.seed)
     train_idx, valid_idx = np.flatnonzero(folds != cfg.fold), np.flatnonzero(folds == cfg.fold)
@@ -134,6 +161,13 @@ def load_splits(cfg: TrainConfig, tokenizer: Any) -> Splits:
         train_idx = np.sort(rng.choice(train_idx, cfg.max_train_rows, replace=False))
     if cfg.max_valid_rows and len(valid_idx) > cfg.max_valid_rows:
         valid_idx = np.sort(rng.choice(valid_idx, cfg.max_valid_rows, replace=False))
+    teacher = load_teacher(cfg, df, train_idx) if cfg.teacher and cfg.distill_alpha > 0 else None
+    return Inputs(df, folds, train_idx, valid_idx, teacher, data_report(cfg, df, folds))
+
+
+def load_splits(cfg: TrainConfig, tokenizer: Any, inputs: Inputs) -> Splits:
+    """Split off fold ``cfg.fold`` of the checked inputs and encode its rows (with swaps) for ``tokenizer``."""
+    df, folds, train_idx, valid_idx, teacher = inputs.df, inputs.folds, inputs.train_idx, inputs.valid_idx, inputs.teacher
     suffix = INSTRUCTION if cfg.task == "next_token" else ""
     tcfg = text_config_from(cfg)
     train_df, valid_df = df.iloc[train_idx].reset_index(drop=True), df.iloc[valid_idx].reset_index(drop=True)
@@ -142,7 +176,6 @@ def load_splits(cfg: TrainConfig, tokenizer: Any) -> Splits:
     labels = train_df["label"].to_numpy()
     # One-hot data keeps integer labels only (the loss is then exactly the hard-label one).
     soft = targets(train_df) if is_soft(train_df) else None
-    teacher = load_teacher(cfg, df, train_idx) if cfg.teacher and cfg.distill_alpha > 0 else None
     none = [None] * len(train_df)
     rows = [_row(x, y, t, q) for x, y, t, q in zip(ids, labels, none if soft is None else soft,
                                                    none if teacher is None else teacher)]
@@ -160,7 +193,7 @@ def load_splits(cfg: TrainConfig, tokenizer: Any) -> Splits:
     vids = encode_pairs(tokenizer, valid_df, tcfg, suffix)
     valid = [{"input_ids": x, "labels": int(y)} for x, y in zip(vids, valid_df["label"].to_numpy())]
     return Splits(rows, valid, valid_df, labels, df.attrs["load_report"].layout, provenance(df, cfg.train_path),
-                  data_report(cfg, df, folds))
+                  inputs.report)
 
 
 @dataclass
