@@ -25,11 +25,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .core.io import comma_list, read_json, write_json, write_text
+from .core.io import comma_list, write_json, write_text
 from .core.paths import COMPETITIONS, DATASET_SLUG, REPO_ROOT, default_output_dir
 from .models.saved import inference_needs
 from .models.spec import spec_from
-from .run.layout import CONFIG, find_run
+from .run.folder import Run
+from .run.layout import find_run
 from .run.store import MANIFEST, verify_run
 
 
@@ -54,14 +55,12 @@ def copy_run(run_dir: Path, dest: Path) -> Path:
 
 def run_needs(run_dir: Path) -> dict:
     """What a run needs in the kernel (packages, a LoRA base by name); an error for runs that cannot predict there."""
-    info_path = run_dir / "run_info.json"
-    if info_path.exists():
-        info = read_json(info_path)
-        return {"packages": list(info.get("packages", [])), "base_model": info.get("base_model"),
-                "layout": info.get("layout")}
+    run = Run.at(run_dir)
+    if run.info is not None:
+        return {"packages": list(run.info.get("packages", [])), "base_model": run.info.get("base_model"),
+                "layout": run.layout}
     if (run_dir / "model").is_dir():   # an older transformer run: its needs follow from its config
-
-        return inference_needs(spec_from(read_json(run_dir / CONFIG)))
+        return inference_needs(spec_from(run.config))
     raise ValueError(f"{run_dir}: no run_info.json / predictor.json: an older baseline run that cannot predict "
                      "without its training file. Re-run 02 to make a self-contained run, then package it.")
 

@@ -121,12 +121,14 @@ def test_all_folds_give_oof_for_every_row(all_folds):
 
 @pytest.mark.slow
 def test_inference_averages_the_fold_models(all_folds, test_df):
-    from kagglelib.inference.predictors import fold_run_dirs, run_kind, transformer_predictor
+    from kagglelib.inference.predictors import transformer_predictor
+    from kagglelib.run.folder import Run
 
     cfg, _, _ = all_folds
-    assert run_kind(cfg.run_dir) == "transformer" and len(fold_run_dirs(cfg.run_dir)) == 5
+    run = Run.open(cfg.run_dir)
+    assert run.kind == "transformer" and len(run.fold_dirs) == 5
     rows = test_df.iloc[:6]
-    each = [transformer_predictor(d)(rows) for d in fold_run_dirs(cfg.run_dir)]
+    each = [transformer_predictor(d)(rows) for d in run.fold_dirs]
     np.testing.assert_allclose(transformer_predictor(cfg.run_dir)(rows), np.mean(each, axis=0), atol=1e-6)
     assert not np.allclose(each[0], each[1])
 

@@ -228,6 +228,7 @@ def _save_lora_run(tmp_path, backbone: Path, **kw) -> Path:
     save_for_inference(model, tok, run / "model")
     cfg = {**dataclasses.asdict(spec), **dataclasses.asdict(TextConfig(max_length=64))}
     write_json({**cfg, "precision": "bf16", "quantization": "4bit", "lora_init": "pissa"}, run / "config.json")
+    write_manifest(run)
     return run
 
 

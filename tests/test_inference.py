@@ -176,13 +176,18 @@ def test_loading_runs_for_prediction_imports_no_trainer(tmp_path):
 def test_train_path_is_checked_against_each_runs_provenance(tmp_path, train_df, caplog):
     from kagglelib.inference.submit import check_provenance
     from kagglelib.core.paths import sample_paths
+    from kagglelib.core.io import write_json
     from kagglelib.run.info import provenance, write_run_info
+    from kagglelib.run.store import write_manifest
 
     runs = [tmp_path / n for n in ("same", "other", "old")]
     for r in runs:
         r.mkdir()
     write_run_info(runs[0], "baseline", "kaggle", provenance(train_df, sample_paths()[0]))
     write_run_info(runs[1], "baseline", "kaggle", provenance(train_df.head(100), "train.csv"))
+    for r in runs:   # committed runs: a config and a manifest
+        write_json({"config_class": "BaselineConfig"}, r / "config.json")
+        write_manifest(r)
     rows = check_provenance(str(sample_paths()[0]), runs)
     assert [r["matches_train_path"] for r in rows] == [True, False, False]
     assert "run other was not trained on" in caplog.text and "run old was not trained on" in caplog.text

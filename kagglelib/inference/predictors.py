@@ -20,8 +20,8 @@ from ..models.forward import predict_probs
 from ..models.saved import load_for_inference
 from ..models.shape import model_shape, resolve_quantization
 from ..models.tabular import logreg_probs, symmetric_predict
-from ..run.layout import CONFIG, find_run
-from ..run.store import manifest_hash
+from ..run.folder import Run, fold_dirs
+from ..run.layout import CONFIG
 from ..scoring.calibration import apply_temperature
 from .tta import Predictor, tta_predict
 
@@ -31,29 +31,9 @@ log = logging.getLogger(__name__)
 
 
 
-def run_kind(run_dir: str | Path) -> str:
-    """'transformer' for a run with a saved model, 'baseline' for a feature-model run."""
-    run_dir = Path(run_dir)
-    info_path = run_dir / "run_info.json"
-    if info_path.exists():
-        return read_json(info_path)["kind"]
-    if (run_dir / "model").is_dir() or fold_run_dirs(run_dir):
-        return "transformer"
-    if read_json(run_dir / CONFIG).get("config_class") == "BaselineConfig":
-        return "baseline"
-    raise ValueError(f"{run_dir}: neither a model/ folder nor a baseline run; cannot predict with it")
-
-
-def fold_run_dirs(run_dir: str | Path) -> list[Path]:
-    """The fold sub-runs (``fold<k>/`` with a saved model) of an all-fold run, by fold number."""
-    found = [p for p in Path(run_dir).glob("fold*") if p.name[4:].isdigit() and (p / "model").is_dir()]
-    return sorted(found, key=lambda p: int(p.name[4:]))
-
-
-def run_fingerprint(run_dir: str | Path, tta: bool, **settings: Any) -> str:
-    """Cache key of a run's chunks: the run's manifest hash (every artifact), TTA and the other settings."""
-
-    data = json.dumps({"manifest": manifest_hash(run_dir), "tta": tta, **settings}, sort_keys=True, default=str)
+def run_fingerprint(run: Run, tta: bool, **settings: Any) -> str:
+    """Cache key of a run's chunks: the run's identity (manifest hash: every artifact), TTA and the other settings."""
+    data = json.dumps({"manifest": run.identity, "tta": tta, **settings}, sort_keys=True, default=str)
     return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
@@ -67,7 +47,7 @@ def transformer_predictor(run_dir: str | Path, device: str | None = None, precis
     """
     import torch
 
-    folds = fold_run_dirs(run_dir) if not (Path(run_dir) / "model").is_dir() else []
+    folds = fold_dirs(run_dir) if not (Path(run_dir) / "model").is_dir() else []
     if folds:
         # Each fold model is loaded once and kept (fine for encoders; a LoRA run holds one base per fold).
         members = [transformer_predictor(f, device, precision, quantization, batch_tokens, progress) for f in folds]
@@ -131,19 +111,21 @@ def visible_devices(devices: str = "auto") -> list[str]:
     return [f"cuda:{i}" for i in range(n)] or ["cpu"]
 
 
-def run_predictors(run_dir: str | Path, devices: Sequence[str], precision: str = "auto",
+def run_predictors(run: Run | str | Path, devices: Sequence[str], precision: str = "auto",
                    quantization: str | None = None, batch_tokens: int | None = None) -> list[Predictor]:
-    """One predictor per device for a transformer run; one predictor for a baseline run."""
-    if run_kind(run_dir) == "baseline":
-        return [load_baseline(run_dir)]
-    return [transformer_predictor(run_dir, device=d, precision=precision, quantization=quantization,
+    """The one way to load a run for prediction: one predictor per device for a transformer run (each fold's
+    model averaged for an all-fold run), one predictor for a baseline run. ``run``: a :class:`Run` or its folder."""
+    run = run if isinstance(run, Run) else Run.at(run)
+    if run.kind == "baseline":
+        return [load_baseline(run.path)]
+    return [transformer_predictor(run.path, device=d, precision=precision, quantization=quantization,
                                   batch_tokens=batch_tokens) for d in devices]
 
 
 def load_predictor(run: str | Path, output_dir: str | Path | None = None, device: str | None = None) -> Predictor:
     """A predictor for a run given by name (under output_dir/runs or /kaggle/input) or folder."""
 
-    return run_predictors(find_run(run, output_dir), [device or visible_devices()[0]])[0]
+    return run_predictors(Run.open(run, output_dir), [device or visible_devices()[0]])[0]
 
 
 def predict_pair(prompt: str | list[str], response_a: str | list[str], response_b: str | list[str],

@@ -20,11 +20,12 @@ from ..core.io import comma_list, read_json, write_csv, write_json
 from ..data.frame import TARGET_COLUMNS, TEXT_COLUMNS, WINNER_COLUMNS, content_fingerprint
 from ..data.load import _read_table, load_arena
 from ..run.config import load_config
+from ..run.folder import Run
 from ..run.layout import CONFIG, METRICS, find_run
 from ..run.store import manifest_hash
 from ..scoring.calibration import apply_temperature
 from ..scoring.ensemble import blend
-from .predictors import run_kind, run_predictors, visible_devices
+from .predictors import run_predictors, visible_devices
 from .tta import predict_chunked
 
 
@@ -116,7 +117,7 @@ def pseudo_label(runs: str | list[str], input_path: str | Path, out_path: str | 
     provenance = {
         "input": str(input_path), "input_fingerprint": content_fingerprint(df), "tta": tta,
         "id_prefix": id_prefix, "temperature": temperature, "seconds": round(time.time() - start, 2),
-        "runs": [{"run": d.name, "path": str(d), "kind": run_kind(d), "weight": float(wi), "identity": manifest_hash(d)}
+        "runs": [{"run": d.name, "path": str(d), "kind": Run.at(d).kind, "weight": float(wi), "identity": manifest_hash(d)}
                  for d, wi in zip(dirs, w)],
     }
     sidecar = write_soft_file(df, final, out_path, provenance)

@@ -33,13 +33,13 @@ from ..data.frame import WINNER_COLUMNS, content_fingerprint, prob_frame
 from ..data.load import load_arena
 from ..models.build import warn_8bit
 from ..run.config import RunConfig, save_config
-from ..run.info import read_run_info
-from ..run.layout import METRICS, RULE_FLAGS, find_run, heldout_file
-from ..run.store import manifest_hash, staged_run
-from ..scoring.ensemble import apply_blend, apply_rules, crossfit_blend, fit_blend, fit_rules, read_predictions
+from ..run.folder import Run
+from ..run.layout import METRICS, RULE_FLAGS
+from ..run.store import staged_run
+from ..scoring.ensemble import apply_blend, apply_rules, crossfit_blend, fit_blend, fit_rules
 from ..scoring.metrics import summarise
 from ..scoring.submission import validate_submission, write_submission
-from .predictors import release_models, run_fingerprint, run_kind, run_predictors, visible_devices
+from .predictors import release_models, run_fingerprint, run_predictors, visible_devices
 from .pseudo import write_soft_file
 from .tta import predict_chunked
 
@@ -91,13 +91,9 @@ class InferenceConfig(RunConfig):
             warn_8bit()
 
 
-def validation_predictions(run_dir: Path) -> pd.DataFrame:
-    """A run's held-out predictions (oof.csv or valid_preds.csv), indexed by id as str."""
-
-    path = heldout_file(run_dir)
-    if path is None:
-        raise FileNotFoundError(f"{run_dir}: no oof.csv or valid_preds.csv to fit the ensemble on")
-    preds = read_predictions(str(path))
+def validation_predictions(run: Run) -> pd.DataFrame:
+    """A run's held-out predictions with real labels (oof.csv or valid_preds.csv), indexed by id as str."""
+    preds = run.heldout()
     # Rows trained on soft (pseudo) labels have no real label to fit a blend on.
     return preds[~preds["soft"].astype(bool)] if "soft" in preds.columns else preds
 
@@ -112,18 +108,16 @@ def fallback_rows(ids: Any, probs: list[np.ndarray], names: list[str]) -> pd.Dat
     return pd.DataFrame({"id": np.asarray(ids)[rows], "runs_predicted": predicted, "fallback": got})
 
 
-def submission_layout(run_dirs: Sequence[Path], valid: Sequence[pd.DataFrame]) -> str:
+def submission_layout(runs: Sequence[Run], valid: Sequence[pd.DataFrame]) -> str:
     """The label layout (kaggle | wsdm) every run recorded; an error when runs disagree or cannot tell."""
-
     layouts = {}
-    for run_dir, v in zip(run_dirs, valid):
-        info = read_run_info(run_dir)
-        if info is not None:
-            layouts[str(run_dir)] = info["layout"]
+    for run, v in zip(runs, valid):
+        if run.layout is not None:
+            layouts[str(run.path)] = run.layout
         elif "label" in v.columns and (v["label"] == 2).any():   # ties exist only in the Kaggle 3-class layout
-            layouts[str(run_dir)] = "kaggle"
+            layouts[str(run.path)] = "kaggle"
         else:
-            raise ValueError(f"{run_dir}: no run_info.json recording its label layout (kaggle or wsdm) and its "
+            raise ValueError(f"{run.path}: no run_info.json recording its label layout (kaggle or wsdm) and its "
                              "held-out labels cannot tell; re-run it (02, 03 or 04) with this kagglelib")
     if len(set(layouts.values())) > 1:
         raise ValueError(f"runs disagree on the label layout {layouts}: blend runs trained on one competition's data")
@@ -139,32 +133,32 @@ def heldout_rule_masks(valid: Sequence[pd.DataFrame], ids: pd.Index) -> dict[str
     return None
 
 
-def run_keys(run_dirs: Sequence[Path]) -> list[str]:
+def run_keys(runs: Sequence[Run]) -> list[str]:
     """One name per run for its files, cache and blend weight: the folder name, or name-<manifest hash> when two
     runs share a folder name (two attached datasets each holding a ``baseline``); the same run twice is an error."""
-    identities = [manifest_hash(d) for d in run_dirs]
-    names = [d.name for d in run_dirs]
+    identities = [r.identity for r in runs]
+    names = [r.name for r in runs]
     keys = [n if names.count(n) == 1 else f"{n}-{i[:8]}" for n, i in zip(names, identities)]
     if len(set(keys)) < len(keys):
-        twice = next(d for d, k in zip(run_dirs, keys) if keys.count(k) > 1)
+        twice = next(r.path for r, k in zip(runs, keys) if keys.count(k) > 1)
         raise ValueError(f"run {twice} is given twice (same name and manifest): list each run once")
     return keys
 
 
-def check_provenance(train_path: str, run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
+def check_provenance(train_path: str, runs: Sequence[Run | Path]) -> list[dict[str, Any]]:
     """Compare a train file's content fingerprint with the one each run recorded; warn about mismatches."""
-
     fingerprint = content_fingerprint(load_training(train_path)) if train_path else None
     rows = []
-    for run_dir in run_dirs:
-        source = (read_run_info(run_dir) or {}).get("provenance", {})
-        row = {"run": run_dir.name, "train_file": source.get("train_file"), "n_rows": source.get("n_rows"),
+    for run in runs:
+        run = run if isinstance(run, Run) else Run.at(run)
+        source = run.provenance
+        row = {"run": run.name, "train_file": source.get("train_file"), "n_rows": source.get("n_rows"),
                "fingerprint": (source.get("content_fingerprint") or "")[:12] or None, "matches_train_path": None}
         if fingerprint is not None:
             row["matches_train_path"] = source.get("content_fingerprint") == fingerprint
             if not row["matches_train_path"]:
                 log.warning("run %s was not trained on %s (content fingerprints differ%s); its held-out figures "
-                            "and blend weights may not carry over", run_dir.name, train_path,
+                            "and blend weights may not carry over", run.name, train_path,
                             "" if source else ": the run records none")
         rows.append(row)
     return rows
@@ -186,26 +180,26 @@ def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
     start = time.time()
     save_config(cfg, out_dir, notebook="05_tta_inference")
     test = load_arena(cfg.test_path)
-    run_dirs = [find_run(r, cfg.output_dir) for r in cfg.runs]
-    provenance = check_provenance(cfg.train_path, run_dirs)   # reads train_path only when it is set
+    runs = [Run.open(r, cfg.output_dir) for r in cfg.runs]   # each checked and read once
+    provenance = check_provenance(cfg.train_path, runs)   # reads train_path only when it is set
     # The submission layout comes from the run folders (the train file is not read; it is not in Kaggle's kernel),
     # checked before hours of inference: "wsdm" means an id,winner submission.
-    keys = run_keys(run_dirs)   # by content: two runs named alike stay two members
-    valid = [validation_predictions(d) for d in run_dirs]   # read once: the layout now, the blend below
-    layout = submission_layout(run_dirs, valid)
+    keys = run_keys(runs)   # by content: two runs named alike stay two members
+    valid = [validation_predictions(r) for r in runs]   # read once: the layout now, the blend below
+    layout = submission_layout(runs, valid)
     devices = visible_devices(cfg.devices)
     deadline = start + cfg.time_budget_s if cfg.time_budget_s is not None else None   # 0: no chunk starts
 
     test_probs, statuses = [], []
-    for key, run_dir in zip(keys, run_dirs):
-        predictors = run_predictors(run_dir, devices, cfg.precision, cfg.quantization or None, cfg.batch_tokens)
+    for key, run in zip(keys, runs):
+        predictors = run_predictors(run, devices, cfg.precision, cfg.quantization or None, cfg.batch_tokens)
         cache = Path(cfg.output_dir) / "cache" / "inference" / key
-        chunk_key = run_fingerprint(run_dir, cfg.tta, precision=cfg.precision, quantization=cfg.quantization,
+        chunk_key = run_fingerprint(run, cfg.tta, precision=cfg.precision, quantization=cfg.quantization,
                                     batch_tokens=cfg.batch_tokens, devices=devices)   # whatever changes the output
         left = None if deadline is None else max(deadline - time.time(), 0.0)
         probs, status = predict_chunked(predictors, test, cache, cfg.chunk_rows, cfg.tta, left, cache_key=chunk_key)
         test_probs.append(probs)
-        statuses.append({"run": key, "kind": run_kind(run_dir), **status})
+        statuses.append({"run": key, "kind": run.kind, **status})
         write_csv(prob_frame(test["id"], probs), out_dir / f"test_preds_{key}.csv")
         release_models(predictors)   # this run's models leave the GPUs before the next run's load
         del predictors
@@ -251,14 +245,14 @@ def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
             raise RuntimeError("pseudo-labels need a prediction for every test row; the time budget stopped early")
         write_soft_file(test, final, cfg.pseudo_label_path, {
             "input": cfg.test_path, "tta": cfg.tta, "temperature": temperature, "rules": rules is not None,
-            "runs": [{"run": k, "path": str(d), "identity": manifest_hash(d), "weight": float(w)}
-                     for k, d, w in zip(keys, run_dirs, weights)]})
+            "runs": [{"run": k, "path": str(r.path), "identity": r.identity, "weight": float(w)}
+                     for k, r, w in zip(keys, runs, weights)]})
 
     summary = {
         "runs": keys, "weights": dict(zip(keys, weights.tolist())),
         # what the blend was fitted on, by content: pseudo-labelling with this blend refuses a member changed since
-        "members": [{"run": k, "name": d.name, "path": str(d), "identity": manifest_hash(d)}
-                    for k, d in zip(keys, run_dirs)],
+        "members": [{"run": k, "name": r.name, "path": str(r.path), "identity": r.identity}
+                    for k, r in zip(keys, runs)],
         "temperature": temperature, "tta": cfg.tta, "devices": devices, "n_test": len(test),
         "n_valid_common": len(common), "valid_per_run": {k: summarise(labels, p) for k, p in zip(keys, valid_probs)},
         "valid_final_insample": summarise(labels, valid_final),

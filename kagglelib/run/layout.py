@@ -46,6 +46,22 @@ def heldout_predictions(run_dir: Path) -> pd.DataFrame | None:
     return df if df is not None and "label" in df.columns else None
 
 
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """A predictions CSV (id + the 3 winner columns, maybe label/fold), indexed by id as str (read as text:
+    a zero-padded id such as ``007`` stays ``007``)."""
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for col in df.columns.drop("id", errors="ignore"):
+        try:
+            df[col] = pd.to_numeric(df[col].replace("", np.nan))
+        except ValueError:   # a text column: kept as read
+            pass
+    missing = [c for c in ["id", *WINNER_COLUMNS] if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}")
+    df["id"] = df["id"].astype(str)
+    return df.set_index("id")
+
+
 def labels_and_probs(preds: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(labels, (n, 3) probabilities) of a held-out predictions table."""
     return preds["label"].to_numpy(dtype=np.int64), preds[list(WINNER_COLUMNS)].to_numpy(dtype=np.float64)

@@ -15,22 +15,6 @@ from .metrics import log_loss
 PROB_COLUMNS = list(WINNER_COLUMNS)
 
 
-def read_predictions(path: str, ids: pd.Series | None = None) -> pd.DataFrame:
-    """A predictions CSV (id + the 3 winner columns, maybe label/fold), indexed by id as str (read as text:
-    a zero-padded id such as ``007`` stays ``007``)."""
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    for col in df.columns.drop("id", errors="ignore"):
-        try:
-            df[col] = pd.to_numeric(df[col].replace("", np.nan))
-        except ValueError:   # a text column: kept as read
-            pass
-    missing = [c for c in ["id", *PROB_COLUMNS] if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}")
-    df["id"] = df["id"].astype(str)
-    return df.set_index("id")
-
-
 def fit_weights(probs: list[np.ndarray], labels: np.ndarray) -> np.ndarray:
     """Non-negative weights summing to 1 that minimise the log loss of the weighted average."""
     k = len(probs)

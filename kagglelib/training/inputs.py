@@ -18,9 +18,8 @@ from ..models.forward import pad_batch
 from ..models.spec import text_config_from
 from ..run.config import load_config
 from ..run.info import provenance, read_run_info
-from ..run.layout import find_run, heldout_file
+from ..run.layout import find_run, heldout_file, read_predictions
 from ..run.store import file_sha256, files_sha256, manifest_hash
-from ..scoring.ensemble import read_predictions
 from .config import TrainConfig
 
 
