@@ -30,7 +30,7 @@ from .core.paths import COMPETITIONS, DATASET_SLUG, REPO_ROOT, default_output_di
 from .models.saved import inference_needs
 from .models.spec import spec_from
 from .run.folder import Run
-from .run.layout import find_run
+from .run.layout import MODEL_DIR, find_run
 from .run.store import MANIFEST, verify_run
 
 
@@ -59,7 +59,7 @@ def run_needs(run_dir: Path) -> dict:
     if run.info is not None:
         return {"packages": list(run.info.get("packages", [])), "base_model": run.info.get("base_model"),
                 "layout": run.layout}
-    if (run_dir / "model").is_dir():   # an older transformer run: its needs follow from its config
+    if (run_dir / MODEL_DIR).is_dir():   # an older transformer run: its needs follow from its config
         return inference_needs(spec_from(run.config))
     raise ValueError(f"{run_dir}: no run_info.json / predictor.json: an older baseline run that cannot predict "
                      "without its training file. Re-run 02 to make a self-contained run, then package it.")

@@ -35,7 +35,8 @@ from .models.device import BF16_MIN_CAPABILITY, choose_attention, flash_attn_ver
 from .models.shape import GIB, Shape, model_shape, resolve_quantization, weight_bytes
 from .models.spec import spec_from, text_config_from
 from .run.config import from_params
-from .run.layout import find_run
+from .run.folder import Run
+from .run.layout import CONFIG, find_run
 from .training.baseline import BaselineConfig
 from .training.config import DecoderTrainConfig, EncoderTrainConfig
 
@@ -301,7 +302,7 @@ def _run_config(run: str, output_dir: str, profile: str) -> tuple[dict[str, Any]
 
     try:
         path = find_run(run, output_dir)
-        return json.loads((path / "config.json").read_text()), f"{path}/config.json"
+        return Run.at(path).config, f"{path}/{CONFIG}"
     except FileNotFoundError:
         pass
     # A run not trained yet is planned only under its notebook's default name, never guessed from a name's parts.

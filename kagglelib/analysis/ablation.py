@@ -18,7 +18,8 @@ from ..inference.predictors import load_predictor
 from ..inference.tta import tta_predict
 from ..run.config import RunConfig, load_config, save_config
 from ..run.layout import (ABLATION_DIR, ABLATION_FIGURES, ABLATION_TABLE_CSV, ABLATION_TABLE_MD, BIAS_REPORT,
-                          CALIBRATION_CSV, CONFIG, METRICS, heldout_predictions, labels_and_probs, list_runs)
+                          CALIBRATION_CSV, CONFIG, METRICS, VALID_PREDS, heldout_predictions, labels_and_probs,
+                          list_runs)
 from ..run.store import staged_run
 from ..scoring.calibration import calibration_report
 from ..scoring.metrics import log_loss, normalise, prior_probs, summarise
@@ -211,7 +212,7 @@ def tta_validation_run(run_dir: Path) -> Path:
     """A sibling run ``<name>_tta`` holding the run's validation predictions redone with swap TTA."""
 
     cfg = load_config(run_dir)
-    preds = pd.read_csv(run_dir / "valid_preds.csv", dtype={"id": str})
+    preds = pd.read_csv(run_dir / VALID_PREDS, dtype={"id": str})
     rows = rows_by_id(load_training(cfg["train_path"]), preds["id"])
     probs = tta_predict(load_predictor(run_dir), rows)
     with staged_run(run_dir.parent.parent, f"{run_dir.name}_tta") as stage:   # committed atomically
@@ -226,7 +227,7 @@ def _write_tta_run(run_dir: Path, out: Path, cfg: dict[str, Any], preds: pd.Data
     m = read_json(run_dir / METRICS)
     write_json({**{f"valid_{k}": v for k, v in summarise(labels, probs).items()}, "tta": True,
                 "n_train": m.get("n_train"), "smoke": m.get("smoke"), "seconds": m.get("seconds")}, out / METRICS)
-    write_csv(preds.assign(**dict(zip(WINNER_COLUMNS, probs.T))), out / "valid_preds.csv")
+    write_csv(preds.assign(**dict(zip(WINNER_COLUMNS, probs.T))), out / VALID_PREDS)
 
 
 def run_grid(base: dict[str, Any], factors: dict[str, list[Any]] | None = None, prefix: str = "grid",

@@ -21,7 +21,7 @@ from ..models.saved import load_for_inference
 from ..models.shape import model_shape, resolve_quantization
 from ..models.tabular import logreg_probs, symmetric_predict
 from ..run.folder import Run, fold_dirs
-from ..run.layout import CONFIG
+from ..run.layout import CONFIG, MODEL_DIR, PREDICTOR
 from ..scoring.calibration import apply_temperature
 from .tta import Predictor, tta_predict
 
@@ -47,7 +47,7 @@ def transformer_predictor(run_dir: str | Path, device: str | None = None, precis
     """
     import torch
 
-    folds = fold_dirs(run_dir) if not (Path(run_dir) / "model").is_dir() else []
+    folds = fold_dirs(run_dir) if not (Path(run_dir) / MODEL_DIR).is_dir() else []
     if folds:
         # Each fold model is loaded once and kept (fine for encoders; a LoRA run holds one base per fold).
         members = [transformer_predictor(f, device, precision, quantization, batch_tokens, progress) for f in folds]
@@ -141,12 +141,12 @@ def predict_pair(prompt: str | list[str], response_a: str | list[str], response_
 def load_baseline(run_dir: str | Path) -> Predictor:
     """A saved 02 run as a predictor, from its folder alone: the probabilities its test_preds.csv holds."""
     run_dir = Path(run_dir)
-    if not (run_dir / "predictor.json").exists():
+    if not (run_dir / PREDICTOR).exists():
         raise FileNotFoundError(
             f"{run_dir}: no predictor.json / featurizer/ (the fitted feature state): the run was made by an older "
             "kagglelib that refitted features from the training file at inference time. Re-run 02 (notebook "
             "02_baseline or kagglelib.baseline.run_baseline) to make a self-contained run folder.")
-    state = read_json(run_dir / "predictor.json")
+    state = read_json(run_dir / PREDICTOR)
     featurizer = load_featurizer(run_dir / state["featurizer"])
     if state["model"] == "lgbm":
         import lightgbm as lgb

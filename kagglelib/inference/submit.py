@@ -34,7 +34,7 @@ from ..data.load import load_arena
 from ..models.build import warn_8bit
 from ..run.config import RunConfig, save_config
 from ..run.folder import Run
-from ..run.layout import METRICS, RULE_FLAGS
+from ..run.layout import METRICS, RULE_FLAGS, SUBMISSION
 from ..run.store import staged_run
 from ..scoring.ensemble import apply_blend, apply_rules, crossfit_blend, fit_blend, fit_rules
 from ..scoring.metrics import summarise
@@ -232,10 +232,10 @@ def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
                     "see fallback_rows.csv", len(fallback), len(test), int((fallback["runs_predicted"] == "").sum()))
     if rules is not None:
         final = apply_rules(test, final, rules)
-    sub_path = write_submission(test["id"], final, out_dir / "submission.csv", layout)
+    sub_path = write_submission(test["id"], final, out_dir / SUBMISSION, layout)
     validate_submission(sub_path, cfg.test_path)
     # The file to upload: <output_dir>/submission.csv, and /kaggle/working/submission.csv in a Kaggle kernel.
-    copies = [Path(cfg.output_dir) / "submission.csv"] + ([KAGGLE_WORKING / "submission.csv"]
+    copies = [Path(cfg.output_dir) / SUBMISSION] + ([KAGGLE_WORKING / SUBMISSION]
                                                          if detect_env() == "kaggle" else [])
     for copy in copies:
         validate_submission(write_submission(test["id"], final, copy, layout), cfg.test_path)

@@ -11,6 +11,7 @@ from torch import nn
 from ..core.io import read_json
 from ..core.paths import MINILM_PACKAGE
 from ..data.text import TextConfig
+from ..run.layout import CONFIG, MODEL_DIR, RUN_INFO
 from .build import build_base, label_token_ids, load_tokenizer, replace_head, warn_8bit
 from .device import PRECISION_OF_DTYPE, local_rank, resolve_precision
 from .spec import ModelSpec, spec_from, text_config_from
@@ -93,11 +94,11 @@ def load_for_inference(run_dir: str | Path, device: str | torch.device | None = 
 
 
     run_dir = Path(run_dir)
-    cfg = read_json(run_dir / "config.json")
-    model_dir = run_dir / "model"
+    cfg = read_json(run_dir / CONFIG)
+    model_dir = run_dir / MODEL_DIR
     if not model_dir.is_dir():
         raise FileNotFoundError(f"{model_dir} not found: the run has no saved model (did training finish?)")
-    info_path = run_dir / "run_info.json"   # the base model's name, so no stored absolute path is followed
+    info_path = run_dir / RUN_INFO   # the base model's name, so no stored absolute path is followed
     base_model = read_json(info_path).get("base_model") if info_path.exists() else None
     if device is None:
         device = f"cuda:{local_rank()}" if torch.cuda.is_available() else "cpu"

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from ..core.io import read_json
-from .layout import CONFIG, RUN_INFO, SUBMISSION_COLUMNS, find_run, heldout_file, read_predictions
+from .layout import CONFIG, MODEL_DIR, RUN_INFO, SUBMISSION_COLUMNS, find_run, heldout_file, read_predictions
 from .store import MANIFEST, file_sha256
 
 BASELINE_CONFIG = "BaselineConfig"   # config_class of 02's runs
@@ -23,7 +23,7 @@ BASELINE_CONFIG = "BaselineConfig"   # config_class of 02's runs
 
 def fold_dirs(path: str | Path) -> list[Path]:
     """The fold sub-runs (``fold<k>/`` with a saved model) of an all-fold run's folder, by fold number."""
-    found = [p for p in Path(path).glob("fold*") if p.name[4:].isdigit() and (p / "model").is_dir()]
+    found = [p for p in Path(path).glob("fold*") if p.name[4:].isdigit() and (p / MODEL_DIR).is_dir()]
     return sorted(found, key=lambda p: int(p.name[4:]))
 
 
@@ -67,7 +67,7 @@ class Run:
         """'transformer' (a saved model, or fold sub-runs) or 'baseline' (02's feature models)."""
         if self.info is not None:
             return self.info["kind"]
-        if (self.path / "model").is_dir() or self.fold_dirs:
+        if (self.path / MODEL_DIR).is_dir() or self.fold_dirs:
             return "transformer"
         if self.config_class == BASELINE_CONFIG:
             return "baseline"

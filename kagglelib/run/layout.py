@@ -21,6 +21,11 @@ from .store import RunError, verify_run
 CONFIG = "config.json"
 METRICS = "metrics.json"
 OOF, VALID_PREDS = "oof.csv", "valid_preds.csv"
+MODEL_DIR = "model"                 # 03/04: the saved adapter + head, or full weights, with the tokenizer
+LOSS_CURVE = "loss_curve.png"       # 03/04
+PREDICTOR = "predictor.json"        # 02: how to rebuild its predictor from the folder (featurizer, fold models)
+TEST_PREDS = "test_preds.csv"       # 02: the test file's probabilities
+SUBMISSION = "submission.csv"       # 02 and 05
 HELDOUT_FILES = (OOF, VALID_PREDS)   # a run's held-out predictions: 02's OOF, 03/04's validation fold
 # Notebook 01 (eda.run_eda): one figure per section.
 EDA_FIGURES = {"label_balance": "label_balance.png", "lengths": "lengths.png", "verbosity_bias": "verbosity_bias.png",

@@ -28,7 +28,7 @@ from ..data.load import load_arena
 from ..models.tabular import clip_z, logreg_state, signed_log, symmetric_predict
 from ..run.config import RunConfig, save_config
 from ..run.info import provenance, write_heldout, write_run_info
-from ..run.layout import METRICS, OOF
+from ..run.layout import METRICS, OOF, PREDICTOR, SUBMISSION, TEST_PREDS
 from ..run.store import staged_run
 from ..scoring.calibration import apply_temperature, crossfit_temperature, fit_temperature
 from ..scoring.metrics import ab_accuracy, accuracy, log_loss, prior_probs, summarise
@@ -320,8 +320,8 @@ def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
     # Soft rows keep their OOF predictions, flagged, so blends can leave them out.
     oof_df = write_heldout(run_dir / OOF, *((train_all, oof_all, folds_all) if soft else (train, oof_cal, folds)))
     test_df = prob_frame(test["id"], test_cal)
-    write_csv(test_df, run_dir / "test_preds.csv")
-    sub_path = write_submission(test["id"], test_cal, run_dir / "submission.csv", layout)
+    write_csv(test_df, run_dir / TEST_PREDS)
+    sub_path = write_submission(test["id"], test_cal, run_dir / SUBMISSION, layout)
     validate_submission(sub_path, cfg.test_path)
     importance = main.importance if main.importance is not None else pd.Series(dtype=float)
     write_csv(importance.rename_axis("feature").reset_index(name="importance"), run_dir / "feature_importance.csv")
@@ -342,7 +342,7 @@ def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
                 "folds": [f"{'lgbm' if cfg.model == 'lgbm' else 'logreg'}_fold{k}.{'txt' if cfg.model == 'lgbm' else 'json'}"
                           for k in np.unique(folds)],
                 "feature_columns": list(feats.columns), "embeddings": EMBEDDING_SETTINGS if cfg.use_embeddings else None},
-               run_dir / "predictor.json")
+               run_dir / PREDICTOR)
     write_run_info(run_dir, "baseline", layout, {**provenance(loaded, cfg.train_path),
                                                  "max_train_rows": cfg.max_train_rows, "seed": cfg.seed},
                    packages=[EMBEDDING_SETTINGS["package"]] if cfg.use_embeddings else [])

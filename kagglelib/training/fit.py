@@ -37,7 +37,7 @@ from ..models.saved import inference_needs, save_for_inference, save_pissa_init
 from ..models.spec import spec_from
 from ..run.config import save_config
 from ..run.info import write_heldout, write_run_info
-from ..run.layout import METRICS, OOF, VALID_PREDS
+from ..run.layout import LOSS_CURVE, METRICS, MODEL_DIR, OOF, RUN_INFO, VALID_PREDS
 from ..run.store import files_sha256, runs_root, same_state, staged_run, work_dir, write_state
 from ..scoring.metrics import log_loss, prior_probs, summarise
 from ..scoring.plots import loss_curve
@@ -171,14 +171,14 @@ def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | N
     out["beats_prior"] = bool(out["valid_log_loss"] < out["prior_log_loss"])
     if main:
         write_heldout(run_dir / VALID_PREDS, splits.valid_df, probs, splits.valid_df["fold"].to_numpy())
-        save_for_inference(trainer.model, tokenizer, run_dir / "model", pissa_init)
+        save_for_inference(trainer.model, tokenizer, run_dir / MODEL_DIR, pissa_init)
         write_run_info(run_dir, "transformer", splits.layout, splits.source, **inference_needs(spec))
         title = f"{cfg.run_name}: {cfg.backbone} ({cfg.task})" + ("  [SMOKE: random tiny model, not a result]"
                                                                   if cfg.smoke else "")
         import matplotlib.pyplot as plt
 
         fig = loss_curve(train_hist, eval_hist, out["prior_log_loss"], title)
-        save_figure(fig, run_dir / "loss_curve.png")
+        save_figure(fig, run_dir / LOSS_CURVE)
         plt.close(fig)
         write_json(out, run_dir / METRICS)
         if cfg.keep_checkpoints and ckpt_dir.is_dir():   # kept in the run, outside its manifest
@@ -234,7 +234,7 @@ def train_folds(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback
     for k in ks:
         shutil.copytree(source[k], run_dir / f"fold{k}")
     save_config(cfg, run_dir, smoke=cfg.smoke, fold_dirs=[f"fold{k}" for k in ks])
-    shutil.copy2(run_dir / f"fold{ks[0]}" / "run_info.json", run_dir / "run_info.json")   # same layout and needs
+    shutil.copy2(run_dir / f"fold{ks[0]}" / RUN_INFO, run_dir / RUN_INFO)   # same layout and needs
     df, folds = arena_with_folds(cfg)
     frames = [pd.read_csv(run_dir / f"fold{k}" / VALID_PREDS, dtype={"id": str}) for k in ks]
     oof = pd.concat(frames, ignore_index=True)
