@@ -41,6 +41,7 @@ from kagglelib.models.spec import ModelSpec
 from kagglelib.plan import GPUS, attention_factor, flops_per_row
 from kagglelib.core.io import write_json
 from kagglelib.core.paths import REPO_ROOT, minilm_dir, sample_paths
+from kagglelib.run.store import write_manifest
 
 GIB = 2**30
 GEMMA_COMMON = dict(attn_logit_softcapping=50.0, final_logit_softcapping=30.0, vocab_size=256000,
@@ -254,6 +255,7 @@ def saved_run(ctx: Ctx, name: str, quant: str = "none") -> Path:
 
     run = ctx.work / "runs" / f"{name}-lora"
     if (run / "model" / "adapter_model.safetensors").is_file():
+        write_manifest(run)   # a committed run, as 05 reads it
         return run
     folder = backbone_folder(ctx, name)
     memory_cap(ctx, None)
@@ -270,6 +272,7 @@ def saved_run(ctx: Ctx, name: str, quant: str = "none") -> Path:
     save_for_inference(model, tok, run / "model")
     write_json({**dataclasses.asdict(spec), **dataclasses.asdict(TextConfig(max_length=2048)),
                 "quantization": quant, "precision": "auto"}, run / "config.json")
+    write_manifest(run)
     del model
     _release()
     return run
