@@ -22,6 +22,7 @@ import pandas as pd
 from . import metrics, plots, runs
 from .artifacts import METRICS
 from .calibration import apply_temperature, crossfit_temperature, fit_temperature
+from .checks import check_settings
 from .config import RunConfig, save_config
 from .data import is_soft, load_arena, load_training, make_folds, prob_frame, soft_rows, swap_labels, swap_probs
 from .data import targets as target_probs
@@ -73,12 +74,17 @@ class BaselineConfig(RunConfig):
         "colab-a100": {"use_embeddings": True, "n_estimators": 5000, "learning_rate": 0.03},
     }
 
+    SETTING_RULES: ClassVar[dict[str, str]] = {
+        "n_folds": "int>=2", "seed": "int>=0", "max_train_rows": "int>=0", "n_estimators": "int>=1",
+        "learning_rate": "num>0", "num_leaves": "int>=2", "min_child_samples": "int>=1", "feature_fraction": "(0,1]",
+        "bagging_fraction": "(0,1]", "lambda_l2": "num>=0", "early_stopping_rounds": "int>=1", "num_threads": "int>=0",
+        "logreg_C": "num>0", "length_logreg_C": "num>0", "max_chars": "int>=1", "tfidf_chars": "int>=1"}
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
-        if self.n_folds < 2:
-            raise ValueError(f"n_folds must be >= 2, got {self.n_folds}")
+        check_settings(self, self.SETTING_RULES)
 
     @property
     def embedding_cache(self) -> Path:

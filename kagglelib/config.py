@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from . import paths
+from .checks import check_run_name
 from .artifacts import CONFIG
 from .io import read_json, write_json
 
@@ -46,6 +47,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
             raise ValueError(f"profile must be one of {PROFILES}, got {self.profile!r}")
+        check_run_name(self.run_name)
         for name, value in self.PROFILE_DEFAULTS.get(self.profile, {}).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)

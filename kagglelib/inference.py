@@ -313,8 +313,17 @@ class InferenceConfig(RunConfig):
         "colab-a100": {"chunk_rows": 4096, "batch_tokens": 32768, "time_budget_s": 20 * 3600.0, "quantization": "auto"},
     }
 
+    SETTING_RULES: ClassVar[dict[str, str]] = {"chunk_rows": "int>=1", "batch_tokens": "int>=1",
+                                               "time_budget_s": "num>=0"}
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        from .checks import check_settings, refuse_input, table_format
+
+        check_settings(self, self.SETTING_RULES)
+        if self.pseudo_label_path:   # written at the end of a long run: its name is checked now
+            table_format(self.pseudo_label_path, "pseudo_label_path")
+            refuse_input(self.pseudo_label_path, [self.test_path, self.train_path], "pseudo_label_path")
         if isinstance(self.runs, str):
             self.runs = comma_list(self.runs)
         if not self.runs:

@@ -56,8 +56,9 @@ def runs_root(output_dir: str | Path) -> Path:
 
 
 def _check_name(run_name: str) -> None:
-    if not run_name or "/" in run_name or "\\" in run_name or run_name in (".", "..") or run_name.startswith("."):
-        raise ValueError(f"run_name must be a plain folder name, got {run_name!r}")
+    from .checks import check_run_name
+
+    check_run_name(run_name)
 
 
 def work_dir(output_dir: str | Path, run_name: str) -> Path:
