@@ -171,7 +171,7 @@ def token_lengths(train_path: str, backbone: str, text_cfg: Any, suffix: str = "
     from . import data, models
     from .text import encode_pairs
 
-    df = data.load_arena(train_path)
+    df = _load_files(train_path)
     if len(df) > max_rows:
         df = df.sample(max_rows, random_state=0)
     try:
@@ -180,7 +180,17 @@ def token_lengths(train_path: str, backbone: str, text_cfg: Any, suffix: str = "
     except (FileNotFoundError, OSError, ValueError):
         tokenizer, how = CharTokenizer(), "estimated at 4 characters per token (no tokenizer for this backbone here)"
     lengths = np.array([len(x) for x in encode_pairs(tokenizer, df, text_cfg, suffix)], dtype=np.int64)
-    return lengths, f"{how}; {len(df)} rows of {Path(train_path).name}"
+    names = ",".join(Path(p).name for p in data.split_paths(train_path))
+    return lengths, f"{how}; {len(df)} rows of {names}"
+
+
+def _load_files(path: str) -> Any:
+    """Every file of a (comma-separated) train_path, rows one after another (the texts are all the plan reads)."""
+    import pandas as pd
+
+    from . import data
+
+    return pd.concat([data.load_arena(p) for p in data.split_paths(path)], ignore_index=True)
 
 
 # ---------------------------------------------------------------- the arithmetic
@@ -276,11 +286,13 @@ def _n_rows(path: str, full: int, profile: str) -> tuple[int, str]:
     """Rows of the file, or the full competition size when the file is the bundled sample on a GPU profile."""
     from . import data
 
-    n = len(data.load_arena(path))
-    sample = Path(path).resolve() in [p.resolve() for p in paths.sample_paths()]
+    files = data.split_paths(path)
+    n = len(_load_files(path))
+    names = ", ".join(Path(p).name for p in files)
+    sample = len(files) == 1 and Path(files[0]).resolve() in [p.resolve() for p in paths.sample_paths()]
     if sample and profile != "cpu-sample":
-        return full, f"{full:,} (full competition size; {Path(path).name} is the {n:,}-row sample)"
-    return n, f"{n:,} ({Path(path).name})"
+        return full, f"{full:,} (full competition size; {names} is the {n:,}-row sample)"
+    return n, f"{n:,} ({names})"
 
 
 def _precision_bytes(precision: str, gpu: Gpu) -> tuple[str, int]:
@@ -372,18 +384,24 @@ def plan_training(cfg: Any, gpu_name: str | None = None, bench: dict[str, Any] |
     return plan
 
 
-def _run_config(run: str, output_dir: str, profile: str) -> tuple[dict[str, Any], str]:
-    """A run's saved config.json, or the training profile's planned config for a run not trained yet."""
+def _run_config(run: str, output_dir: str, profile: str) -> tuple[dict[str, Any] | None, str]:
+    """A run's saved config.json; for a default run name (02/03/04's ``run_name``) not trained yet, the training
+    profile's config; else (None, why): a run that is not found is never guessed from its name."""
     from . import training
 
     try:
         path = paths.find_run(run, output_dir)
         return json.loads((path / "config.json").read_text()), f"{path}/config.json"
-    except FileNotFoundError:
-        pass
-    if "baseline" in run.lower():
+    except FileNotFoundError as err:
+        missing = str(err)
+    defaults = {"baseline": None, training.DecoderTrainConfig.run_name: training.DecoderTrainConfig,
+                training.EncoderTrainConfig.run_name: training.EncoderTrainConfig}
+    if run not in defaults:
+        return None, (f"{missing}; and {run!r} is not a default run name {sorted(defaults)} planned before training, "
+                      "so it is not planned (misspelt? not copied here yet?)")
+    if run == "baseline":
         return {"config_class": "BaselineConfig"}, "not trained yet: feature model (02)"
-    cls = training.DecoderTrainConfig if "gemma" in run.lower() or "llm" in run.lower() else training.EncoderTrainConfig
+    cls = defaults[run]
     # On Kaggle the 9B is trained elsewhere (colab-a100) and only predicted here: plan that run.
     train_profile = "colab-a100" if (cls is training.DecoderTrainConfig and profile == "kaggle-t4") else profile
     cfg = cls(profile=train_profile, run_name=run, output_dir=output_dir or "")
@@ -405,6 +423,10 @@ def plan_inference(cfg: Any, gpu_name: str | None = None, bench: dict[str, Any] 
     total_s = 0.0
     for run in cfg.runs:
         rc, where = _run_config(run, cfg.output_dir, cfg.profile)
+        if rc is None:
+            plan.rows[run] = "not planned: run not found"
+            plan.problems.append(f"run {run!r} not found: {where}")
+            continue
         if rc.get("config_class") == "BaselineConfig":
             plan.rows[f"{run}"] = "feature model on CPU: minutes [not modelled]"
             continue
@@ -469,7 +491,7 @@ def show(notebook: str, params: dict[str, Any] | None = None, gpu: str | None = 
     """
     try:
         plan = notebook_plan(notebook, params, gpu)
-    except (FileNotFoundError, ValueError, KeyError, OSError) as err:
+    except Exception as err:   # noqa: BLE001 - this cell must never stop a notebook; the run's own checks still apply
         print(f"pre-flight plan unavailable: {type(err).__name__}: {err}")
         return None
     print(plan.table())
