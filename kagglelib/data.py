@@ -75,6 +75,7 @@ class LoadReport:
     plain_text_columns: list[str] = field(default_factory=list)   # text columns read as one plain turn per cell
     label_counts: list[int] = field(default_factory=list)         # rows per label (A, B, tie)
     warnings: list[str] = field(default_factory=list)             # questionable data (e.g. no ties at all)
+    files: list[str] = field(default_factory=list)                # every file this report covers (several: merged)
 
     def add(self, kind: str, row: int, n: int = 1) -> None:
         """Count ``n`` occurrences of ``kind`` and remember the first few row numbers."""
@@ -391,7 +392,12 @@ def load_arena(path: str | Path, encoding: str | None = None, allow_empty: bool 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"arena file not found: {path}")
-    raw = _read_table(path, encoding)
+    return arena_from_table(_read_table(path, encoding), path, allow_empty)
+
+
+def arena_from_table(raw: pd.DataFrame, path: str | Path, allow_empty: bool = False) -> pd.DataFrame:
+    """The normalised frame of :func:`load_arena` from a table already read (``path`` names it in messages)."""
+    path = Path(path)
     missing = [c for c in ("id", *TEXT_COLUMNS) if c not in raw.columns]
     if missing:
         seps = [n for c, n in SEPARATORS.items() if c != "," and any(c in str(h) for h in raw.columns)]
@@ -404,7 +410,7 @@ def load_arena(path: str | Path, encoding: str | None = None, allow_empty: bool 
     raw.attrs = attrs
     _check_ids(raw, path)
     report = LoadReport(path=str(path), rows=len(raw), encoding=attrs.get("encoding", ""),
-                        separator=attrs.get("separator", ","))
+                        separator=attrs.get("separator", ","), files=[str(path)])
     out = pd.DataFrame({"id": _ids(raw["id"])})
     wsdm = "winner" in raw.columns or "language" in raw.columns
     for col in TEXT_COLUMNS:
@@ -572,6 +578,13 @@ def pair_keys(df: pd.DataFrame) -> np.ndarray:
     return np.array([key(p, a, b) for p, a, b in zip(df["prompt"], df["response_a"], df["response_b"])], dtype=object)
 
 
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (kagglelib.checks.same_file: resolved path or inode)."""
+    from .checks import same_file as same
+
+    return same(a, b)
+
+
 def split_paths(paths: str | Path | list) -> list[str]:
     """A list of train files from a list or a comma-separated string ("a.csv,b.csv")."""
     if isinstance(paths, (list, tuple)):
@@ -590,14 +603,24 @@ def load_training(paths: str | Path | list) -> pd.DataFrame:
     files = split_paths(paths)
     if not files:
         raise ValueError("train_path is empty")
+    for i, f in enumerate(files):
+        twin = next((g for g in files[:i] if Path(f).exists() and same_file(f, g)), None)
+        if twin is not None:
+            raise ValueError(f"train_path: {f} is listed twice (also as {twin}); list each train file once")
     frames = [load_arena(f) for f in files]
     for f, df in zip(files, frames):
         if "label" not in df.columns:
             raise ValueError(f"{f}: training needs winner columns (winner_model_a/b/tie or winner)")
+    layouts = {f: df.attrs["load_report"].layout for f, df in zip(files, frames)}
+    if len(set(layouts.values())) > 1:   # the layout decides the submission format: never by file order
+        raise ValueError(f"train files' label layouts differ: {layouts} (kaggle: A/B/tie winner columns, wsdm: an "
+                         "A/B-only 'winner' column, submitted as id,winner); train on one competition's files, or "
+                         "convert one file to the other's columns first")
     if len(frames) == 1:
         out = frames[0]
         out.attrs["train_report"] = {"files": [{"path": files[0], "rows": len(out), "kept": len(out),
-                                                "duplicates_dropped": 0}], "rows": len(out), "duplicates_dropped": 0}
+                                                "duplicates_dropped": 0}], "rows": len(out), "duplicates_dropped": 0,
+                                     "ids_as_text": False}
         return out
     seen: set[str] = set()
     kept, report = [], []
@@ -617,9 +640,12 @@ def load_training(paths: str | Path | list) -> pd.DataFrame:
         for part in kept:
             if col not in part.columns:
                 part[col] = one_hot(part["label"].to_numpy())[:, TARGET_COLUMNS.index(col)]
-    if len({str(p["id"].dtype) for p in kept}) > 1:
-        for p in kept:   # int ids in one file, text in another: all as text, so ids compare one way
-            p["id"] = p["id"].astype(str)
+    ids_as_text = len({str(p["id"].dtype) for p in kept}) > 1
+    if ids_as_text:   # int ids in one file, text in another: all as text, so ids compare one way (announced)
+        log.warning("train files mix integer and text ids (%s): every id is used as text",
+                    {f: str(df["id"].dtype) for f, df in zip(files, frames)})
+        for p in kept:
+            p["id"] = p["id"].astype(str).astype(object)
     out = pd.concat(kept, ignore_index=True)
     clash = out["id"].astype(str).duplicated(keep=False) & (out.groupby(out["id"].astype(str))["source"]
                                                             .transform("nunique") > 1)
@@ -628,9 +654,24 @@ def load_training(paths: str | Path | list) -> pd.DataFrame:
         raise ValueError(f"id {out['id'].iloc[row]!r} occurs in several train files "
                          f"({sorted(set(out.loc[clash.to_numpy(), 'source'].map(lambda k: files[k])))}); "
                          "give one file's ids a prefix")
-    out.attrs["load_report"] = frames[0].attrs["load_report"]
-    out.attrs["train_report"] = {"files": report, "rows": len(out),
+    out.attrs["load_report"] = merge_reports([df.attrs["load_report"] for df in frames])
+    out.attrs["train_report"] = {"files": report, "rows": len(out), "ids_as_text": ids_as_text,
                                  "duplicates_dropped": int(sum(r["duplicates_dropped"] for r in report))}
+    return out
+
+
+def merge_reports(reports: list[LoadReport]) -> LoadReport:
+    """One report over several files: counts summed, each file's warnings kept with its name (one layout)."""
+    counts = ("rows", "not_json", "null_turns", "missing_cells", "lone_surrogates", "empty_responses",
+              "turn_mismatch", "duplicate_ids")
+    out = LoadReport(path=",".join(r.path for r in reports), layout=reports[0].layout,
+                     files=[f for r in reports for f in (r.files or [r.path])])
+    for k in counts:
+        setattr(out, k, sum(getattr(r, k) for r in reports))
+    out.warnings = [f"{Path(r.path).name}: {w}" for r in reports for w in r.warnings]
+    out.plain_text_columns = sorted({c for r in reports for c in r.plain_text_columns})
+    if all(r.label_counts for r in reports):
+        out.label_counts = np.sum([r.label_counts for r in reports], axis=0).tolist()
     return out
 
 
