@@ -16,7 +16,7 @@ from .artifacts import heldout_predictions, labels_and_probs, list_runs
 from .calibration import calibration_report
 from .config import RunConfig, save_config
 from .data import WINNER_COLUMNS
-from .io import read_json, save_figure, write_csv, write_json, write_text
+from .io import read_csv_table, read_json, save_figure, write_csv, write_json, write_text
 from .probes import bias_frame, bias_report
 from .runs import staged_run
 
@@ -206,7 +206,7 @@ def tta_validation_run(run_dir: Path) -> Path:
     from .inference import load_predictor, tta_predict
 
     cfg = load_config(run_dir)
-    preds = pd.read_csv(run_dir / "valid_preds.csv", dtype={"id": str})
+    preds = read_csv_table(run_dir / "valid_preds.csv")
     rows = rows_by_id(load_training(cfg["train_path"]), preds["id"])
     probs = tta_predict(load_predictor(run_dir), rows)
     with staged_run(run_dir.parent.parent, f"{run_dir.name}_tta") as stage:   # committed atomically

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .data import WINNER_COLUMNS
-from .io import comma_list
+from .io import comma_list, read_csv_table
 from .runs import RunError, verify_run
 
 CONFIG = "config.json"
@@ -41,7 +41,7 @@ def heldout_file(run_dir: str | Path) -> Path | None:
 def heldout_predictions(run_dir: Path) -> pd.DataFrame | None:
     """A run's labelled held-out predictions (oof.csv or valid_preds.csv), or None."""
     path = heldout_file(run_dir)
-    df = pd.read_csv(path, dtype={"id": str}) if path is not None else None
+    df = read_csv_table(path) if path is not None else None
     return df if df is not None and "label" in df.columns else None
 
 

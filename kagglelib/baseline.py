@@ -157,7 +157,7 @@ def cv_logreg(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_f
     from sklearn.preprocessing import FunctionTransformer, StandardScaler
     from threadpoolctl import threadpool_limits
 
-    start = time.time()
+    start = time.monotonic()
     columns = list(columns or feats.columns)
     feats, test_feats = feats[columns], test_feats[columns]
     oof = np.zeros((len(feats), 3))
@@ -182,7 +182,7 @@ def cv_logreg(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_f
         if model_dir is not None:
             write_json(logreg_state(model, columns), model_dir / f"logreg_fold{k}.json")
     importance = pd.Series(np.mean(coefs, axis=0), index=columns).sort_values(ascending=False)
-    return CVResult(name, oof, test, importance, seconds=time.time() - start)
+    return CVResult(name, oof, test, importance, seconds=time.monotonic() - start)
 
 
 def cv_lgbm(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_feats: pd.DataFrame,
@@ -194,7 +194,7 @@ def cv_lgbm(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_fea
     """
     import lightgbm as lgb
 
-    start = time.time()
+    start = time.monotonic()
     oof = np.zeros((len(feats), 3))
     test = np.zeros((len(test_feats), 3))
     gains, best = [], []
@@ -220,7 +220,7 @@ def cv_lgbm(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_fea
         if model_dir is not None:
             booster.save_model(str(model_dir / f"lgbm_fold{k}.txt"), num_iteration=it)
     importance = pd.Series(np.mean(gains, axis=0), index=feats.columns).sort_values(ascending=False)
-    return CVResult("lgbm", oof, test, importance, best, time.time() - start)
+    return CVResult("lgbm", oof, test, importance, best, time.monotonic() - start)
 
 
 def build_features(train: pd.DataFrame, test: pd.DataFrame, cfg: BaselineConfig,
@@ -256,7 +256,7 @@ def run_baseline(cfg: BaselineConfig) -> dict[str, Any]:
 
 
 def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
-    start = time.time()
+    start = time.monotonic()
     save_config(cfg, run_dir, notebook="02_baseline")
     loaded = load_training(cfg.train_path)   # one file, or several de-duplicated across files
     layout = loaded.attrs["load_report"].layout   # "wsdm": A/B-only labels, submission id,winner
@@ -271,9 +271,9 @@ def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
     targets = target_probs(train) if soft else None
     real = ~soft_rows(targets) if soft else np.ones(len(train), dtype=bool)
 
-    t0 = time.time()
+    t0 = time.monotonic()
     feats, test_feats = build_features(train, test, cfg, save_to=run_dir / "featurizer")
-    seconds_features = time.time() - t0
+    seconds_features = time.monotonic() - t0
 
     results: dict[str, CVResult] = {}
     results["length_only"] = cv_logreg(feats, labels, folds, test_feats, cfg.length_logreg_C,
@@ -338,7 +338,7 @@ def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
 
     for f in figures.values():  # closed so a notebook shows each once, when it displays the returned figure
         plt.close(f)
-    m["seconds"] = time.time() - start
+    m["seconds"] = time.monotonic() - start
     write_json(m, run_dir / METRICS)
     # Everything 05 needs to predict new rows from this folder alone (no train file, no stored path followed).
     write_json({"format": 1, "model": cfg.model, "featurizer": "featurizer", "temperature": temperature,

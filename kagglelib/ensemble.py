@@ -9,6 +9,7 @@ from scipy.optimize import minimize
 
 from . import metrics
 from .data import WINNER_COLUMNS, swap_labels, swap_probs
+from .io import read_csv_table
 from .text import join_turns
 
 PROB_COLUMNS = list(WINNER_COLUMNS)
@@ -17,12 +18,7 @@ PROB_COLUMNS = list(WINNER_COLUMNS)
 def read_predictions(path: str, ids: pd.Series | None = None) -> pd.DataFrame:
     """A predictions CSV (id + the 3 winner columns, maybe label/fold), indexed by id as str (read as text:
     a zero-padded id such as ``007`` stays ``007``)."""
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    for col in df.columns.drop("id", errors="ignore"):
-        try:
-            df[col] = pd.to_numeric(df[col].replace("", np.nan))
-        except ValueError:   # a text column: kept as read
-            pass
+    df = read_csv_table(path)
     missing = [c for c in ["id", *PROB_COLUMNS] if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}")

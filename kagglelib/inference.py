@@ -92,7 +92,7 @@ def predict_chunked(predictors: Predictor | Sequence[Predictor], df: pd.DataFram
     ids = df["id"].to_numpy()
     out = np.full((n, 3), np.nan)
     outcome = [""] * len(starts)   # per chunk: reused | computed | skipped_for_time
-    begin = time.time()
+    begin = time.monotonic()   # budgets on the monotonic clock: the wall clock can jump (NTP, a resumed VM)
     deadline = begin + time_budget_s if time_budget_s is not None else None
     slowest = [0.0]
 
@@ -105,11 +105,11 @@ def predict_chunked(predictors: Predictor | Sequence[Predictor], df: pd.DataFram
         if done is not None:
             out[lo:hi] = done
             return "reused"
-        if deadline is not None and time.time() + slowest[0] >= deadline:
+        if deadline is not None and time.monotonic() + slowest[0] >= deadline:
             return "skipped_for_time"
-        t0 = time.time()
+        t0 = time.monotonic()
         probs = tta_predict(predictors[k % len(predictors)], df.iloc[lo:hi].reset_index(drop=True), tta)
-        slowest[0] = max(slowest[0], time.time() - t0)
+        slowest[0] = max(slowest[0], time.monotonic() - t0)
         from .predict import check_finite
         check_finite(probs, ids[lo:hi], f"chunk {k}")   # a NaN chunk stops the run and is never cached
         if path is not None:
@@ -137,7 +137,7 @@ def predict_chunked(predictors: Predictor | Sequence[Predictor], df: pd.DataFram
     finally:
         if bar is not None:
             bar.close()
-    status = {"chunks": len(starts), "seconds": time.time() - begin, "complete": bool(np.isfinite(out).all())}
+    status = {"chunks": len(starts), "seconds": time.monotonic() - begin, "complete": bool(np.isfinite(out).all())}
     status.update({kind: outcome.count(kind) for kind in ("reused", "computed", "skipped_for_time")})
     return out, status
 
@@ -345,6 +345,10 @@ def validation_predictions(run_dir: Path) -> pd.DataFrame:
     if path is None:
         raise FileNotFoundError(f"{run_dir}: no oof.csv or valid_preds.csv to fit the ensemble on")
     preds = read_predictions(str(path))
+    if preds.index.duplicated().any():   # the blend is fitted on rows matched by id: a repeat would count twice
+        dup = preds.index[preds.index.duplicated()]
+        raise ValueError(f"{path}: id {dup[0]!r} occurs on several rows ({len(dup)} repeats); the ensemble matches "
+                         "held-out rows by id, so the run's train file needs unique ids")
     # Rows trained on soft (pseudo) labels have no real label to fit a blend on.
     return preds[~preds["soft"].astype(bool)] if "soft" in preds.columns else preds
 
@@ -430,9 +434,13 @@ def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
     from .paths import KAGGLE_WORKING, detect_env, find_run
     from .submission import validate_submission, write_submission
 
-    start = time.time()
+    from .preflight import check_unique_ids
+
+    start = time.monotonic()   # the time budget counts from here, on the monotonic clock
+
     save_config(cfg, out_dir, notebook="05_tta_inference")
     test = load_arena(cfg.test_path)
+    check_unique_ids(test, cfg.test_path, "a submission has one row per test id")
     run_dirs = [find_run(r, cfg.output_dir) for r in cfg.runs]
     provenance = check_provenance(cfg.train_path, run_dirs)   # reads train_path only when it is set
     # The submission layout comes from the run folders (the train file is not read; it is not in Kaggle's kernel),
@@ -449,7 +457,7 @@ def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
         key = run_fingerprint(run_dir, cfg.tta, precision=cfg.precision, quantization=cfg.quantization,
                               batch_tokens=cfg.batch_tokens, devices=devices,
                               max_length=getattr(cfg, "max_length", None))   # any setting that changes the output
-        left = None if deadline is None else max(deadline - time.time(), 0.0)
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         probs, status = predict_chunked(predictors, test, cache, cfg.chunk_rows, cfg.tta, left, cache_key=key)
         test_probs.append(probs)
         statuses.append({"run": run_dir.name, "kind": run_kind(run_dir), **status})
@@ -499,7 +507,8 @@ def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
             raise RuntimeError("pseudo-labels need a prediction for every test row; the time budget stopped early")
         write_soft_file(test, final, cfg.pseudo_label_path, {
             "input": cfg.test_path, "tta": cfg.tta, "temperature": temperature, "rules": rules is not None,
-            "runs": [{"run": d.name, "path": str(d), "weight": float(w)} for d, w in zip(run_dirs, weights)]})
+            "runs": [{"run": d.name, "path": str(d), "weight": float(w)} for d, w in zip(run_dirs, weights)]},
+            inputs=[cfg.test_path, cfg.train_path])
 
     summary = {
         "runs": [d.name for d in run_dirs], "weights": dict(zip([d.name for d in run_dirs], weights.tolist())),
@@ -511,7 +520,7 @@ def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
         "rules": rules.report if rules is not None else ([] if not cfg.postprocess else [
             {"rule": "all", "accepted": False, "reason": "no run's held-out file has rule flags (older runs)"}]),
         "layout": layout, "provenance": provenance,
-        "status": statuses, "seconds": time.time() - start,
+        "status": statuses, "seconds": time.monotonic() - start,
         "complete": all(s["complete"] for s in statuses), "submission": [str(c) for c in copies],
         "fallback": {"rows": len(fallback), "rows_on_prior": int((fallback["runs_predicted"] == "").sum()),
                      "first_ids": fallback["id"].astype(str).head(10).tolist(),

@@ -54,7 +54,8 @@ def wsdm_parquet(tmp: Path, name: str = "w.parquet", n: int = 12) -> Path:
 def soft_csv(tmp: Path, name: str = "pseudo.csv", n: int = 12) -> Path:
     data = rows(n)
     for i, r in enumerate(data):
-        r.update(id=f"p{i}", winner_model_a="0.5", winner_model_b="0.3", winner_tie="0.2")
+        p = np.roll([0.5, 0.3, 0.2], i % 3)   # argmax A, B, tie in turn
+        r.update(id=f"p{i}", winner_model_a=str(p[0]), winner_model_b=str(p[1]), winner_tie=str(p[2]))
     (tmp / name).write_text(csv_text(data), encoding="utf-8")
     return tmp / name
 
@@ -454,7 +455,7 @@ CASES = [
          lambda d, t: d["id"].tolist() == ["100", "NA", "007", "103", "104", "105"]),
     # 5. long runs check first
     Case("folds='all' with a repeated id", lambda t, m: all_folds_duplicate_id(t, m),
-         "error: id '103' .*rows 3 and 4.*before training", "traceback: pandas error after every fold trained"),
+         "error: id '103' .*rows 3 and 4.*before any model is loaded", "traceback: pandas error after every fold trained"),
     Case("run folder is a symbolic link", lambda t, m: symlinked_run(t, m),
          "error: symbolic link", "data loss: the link is replaced, the run lands outside it"),
     Case("run folder is a symbolic link, folds='all'", lambda t, m: symlinked_run(t, m, "all"),
