@@ -75,8 +75,7 @@ def download_wheels(packages: list[str], dest: Path, cache: Path, python_version
     cache.mkdir(parents=True, exist_ok=True)
     for package in packages:
         def cached() -> list[Path]:
-            return sorted((w for w in cache.glob("*.whl") if _wheel_key(w.name.split("-")[0]) == _wheel_key(package)),
-                          key=lambda w: w.stat().st_mtime)
+            return cached_wheels(cache, package)
         pinned = bool(re.search(r"[<>=!~]", package))
         if not cached() or pinned:
             subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
@@ -87,6 +86,26 @@ def download_wheels(packages: list[str], dest: Path, cache: Path, python_version
             raise FileNotFoundError(f"pip download {package!r} left no wheel in {cache}")
         shutil.copy2(cached()[-1], dest / cached()[-1].name)   # the newest download of that package
     return sorted(p.name for p in dest.glob("*.whl"))
+
+
+def cached_wheels(cache: Path, package: str) -> list[Path]:
+    """Cached wheels of ``package`` that satisfy its version specifier (``demo==1.0``), oldest download first.
+
+    A pinned package never gets another version's wheel, even one downloaded later for another requirement.
+    """
+    from packaging.requirements import Requirement
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    want = Requirement(package)
+    found = []
+    for w in cache.glob("*.whl"):
+        try:
+            name, version, _, _ = parse_wheel_filename(w.name)
+        except InvalidWheelFilename:
+            continue
+        if _wheel_key(name) == _wheel_key(want.name) and want.specifier.contains(version, prereleases=True):
+            found.append(w)
+    return sorted(found, key=lambda w: w.stat().st_mtime)
 
 
 def kernel_notebook(runs: list[str], dataset_slug: str, has_wheels: bool) -> dict:

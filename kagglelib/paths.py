@@ -89,15 +89,26 @@ def find_run(name_or_path: str | Path, output_dir: str | Path | None = None) -> 
 
     The run must match its manifest (:func:`kagglelib.runs.verify_run`), else ``RunError`` names the file.
     """
+    from .runs import RunError, manifest_hash, verify_run
+
     candidates = [Path(name_or_path)]
     if output_dir is not None:
         candidates.append(Path(output_dir) / "runs" / str(name_or_path))
-    candidates += list(KAGGLE_INPUT.glob(f"*/runs/{name_or_path}")) + list(KAGGLE_INPUT.glob(f"*/{name_or_path}"))
     for c in candidates:
         if (c / CONFIG).exists():
-            from .runs import verify_run
             verify_run(c)   # refuses an unfinished run, one from mixed generations, or one without a manifest
             return c
+    attached = [c for c in (list(KAGGLE_INPUT.glob(f"*/runs/{name_or_path}")) + list(KAGGLE_INPUT.glob(f"*/{name_or_path}")))
+                if (c / CONFIG).exists()]
+    candidates += attached
+    for c in attached:
+        verify_run(c)
+    generations = {manifest_hash(c) for c in attached}
+    if len(generations) > 1:   # two attached datasets, two generations: never pick one
+        raise RunError(f"{len(generations)} different runs named {str(name_or_path)!r} are attached: "
+                       f"{[str(c) for c in attached]}; remove the stale dataset or pass the run's folder")
+    if attached:
+        return attached[0]
     raise FileNotFoundError(f"run {name_or_path!r} not found (a folder with config.json); tried "
                             f"{[str(c) for c in candidates]}")
 
