@@ -19,7 +19,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import pandas as pd
 
-from . import metrics, plots, runs
+from . import metrics, plots, preflight, runs
 from .artifacts import METRICS
 from .calibration import apply_temperature, crossfit_temperature, fit_temperature
 from .checks import check_settings
@@ -266,6 +266,7 @@ def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
         raise ValueError(f"{cfg.train_path}: no winner columns, cannot train")
     labels = train["label"].to_numpy()
     folds = make_folds(train, cfg.n_folds, cfg.seed)
+    preflight.check_one_hot_folds(train, folds, range(cfg.n_folds), cfg.train_path)   # before any feature is built
     # Soft rows (pseudo-labels) train as weighted expanded rows; metrics and temperature use the one-hot rows.
     soft = is_soft(train)
     targets = target_probs(train) if soft else None

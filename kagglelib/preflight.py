@@ -38,9 +38,14 @@ def check_training_rows(cfg: Any, df: pd.DataFrame, folds: np.ndarray, fold_ids:
         check_unique_ids(df, cfg.train_path, f"folds={cfg.folds!r} builds the out-of-fold table by id")
     if cfg.teacher:
         check_unique_ids(df, cfg.train_path, "the teacher's predictions are matched to the rows by id")
+    check_one_hot_folds(df, folds, fold_ids, cfg.train_path)
+
+
+def check_one_hot_folds(df: pd.DataFrame, folds: np.ndarray, fold_ids: Any, where: str) -> None:
+    """ValueError when a validation fold has no rows with one-hot labels (metrics and calibration need them)."""
     hard = ~data.soft_rows(data.targets(df))
     for k in fold_ids:
         if not hard[folds == k].any():
-            raise ValueError(f"{cfg.train_path}: the validation rows of fold {k} ({int((folds == k).sum())} rows) "
-                             "have no rows with one-hot labels (all pseudo-labels): its metrics would score the "
-                             "model against its own kind of guesses. Add a real train file to train_path")
+            raise ValueError(f"{where}: the validation rows of fold {k} ({int((folds == k).sum())} rows) have no "
+                             "rows with one-hot labels (all pseudo-labels): metrics would score the model against "
+                             "guesses. Add a real train file to train_path")

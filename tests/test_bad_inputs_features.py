@@ -4,7 +4,9 @@ the planner, 05, packaging, ids, clocks. One table drives one parametrized test.
 Each case is (name, what it does, expected outcome now, outcome on main 4d35f37 before the fix). Outcomes:
 "ok: ..." must run and pass its check; "error: <regex>" must raise ValueError / RunError / FileNotFoundError from
 kagglelib with a message matching the regex, before any model is built where the case says "before training".
-``before`` is one of: behaves, clear error, wrong result, data loss, traceback (a raw library or Python error).
+``before`` is one of: behaves, clear error, wrong result, data loss, traceback (a raw library or Python error);
+each was run on 4d35f37 (this file's ``__main__`` there, plus the plan/predict_chunked calls it names), except the
+ones marked "(read)", whose later consequence was read from the code after the run showed the value accepted.
 ``python tests/test_bad_inputs_features.py`` prints each case's outcome on the code it imports.
 """
 from __future__ import annotations
@@ -280,6 +282,61 @@ def duplicate_test_ids(tmp: Path) -> Any:
     return run_inference(InferenceConfig(output_dir=str(tmp), test_path=str(test), runs="nowhere"))
 
 
+def heldout_repeated_id(tmp: Path) -> Any:
+    from kagglelib.data import prob_frame
+    from kagglelib.inference import validation_predictions
+    from kagglelib.io import write_csv
+
+    run = tmp / "r"
+    write_csv(prob_frame(np.array(["a", "b", "b"], dtype=object), np.tile([0.5, 0.3, 0.2], (3, 1)), label=[0, 1, 2],
+                         fold=[0, 1, 2]), run / "valid_preds.csv")
+    return validation_predictions(run)
+
+
+def baseline_pseudo_only(tmp: Path, mp: pytest.MonkeyPatch) -> Any:
+    from kagglelib import baseline
+
+    def features(*a: Any, **k: Any) -> Any:
+        raise TrainingStarted("features started: the run's checks let it through")
+    mp.setattr(baseline, "build_features", features)
+    cfg = baseline.BaselineConfig(train_path=str(soft_csv(tmp, n=15)), test_path=str(SAMPLE_TEST),
+                                  output_dir=str(tmp / "out"), n_folds=3)
+    return baseline.run_baseline(cfg)
+
+
+def load_text(tmp: Path, name: str, data: bytes | str, **kw: Any) -> pd.DataFrame:
+    from kagglelib.data import load_arena
+
+    (tmp / name).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return load_arena(tmp / name, **kw)
+
+
+TEST_COLUMNS = ["id", "prompt", "response_a", "response_b"]
+ODD_IDS = ["NA", "null", "None", "nan", "N/A", "#N/A", "001", "-0", "TRUE"]
+ODD_ID_TEST = csv_text([{"id": i, "prompt": json.dumps([f"q{n}"]), "response_a": json.dumps(["a"]),
+                         "response_b": json.dumps(["b"])} for n, i in enumerate(ODD_IDS)], columns=TEST_COLUMNS)
+GOOD = csv_text(rows(6))
+
+
+def _float_labels(tmp: Path) -> Path:
+    path = kaggle_csv(tmp, "f.csv", 6, start=700)
+    text = path.read_text().replace(",1,0,0\n", ",1.0,0.0,0.0\n").replace(",0,1,0\n", ",0.0,1.0,0.0\n")
+    path.write_text(text.replace("Question", "Float question"))
+    return path
+
+
+def _write_csv_named(tmp: Path, name: str) -> Path:
+    from kagglelib.io import write_csv
+
+    return write_csv(pd.DataFrame({"id": ["a"]}), tmp / name)
+
+
+def _relative_spelling(tmp: Path, mp: pytest.MonkeyPatch) -> Any:
+    inp = kaggle_csv(tmp, "in.csv", 3)
+    mp.chdir(tmp)
+    return pseudo_run(tmp, mp, inp, Path("./sub/../in.csv"))
+
+
 # ---------------------------------------------------------------- 6. clocks
 
 def jumping_wall_clock(tmp: Path, mp: pytest.MonkeyPatch) -> tuple[np.ndarray, dict]:
@@ -344,49 +401,49 @@ class Case:
 CASES = [
     # 1. settings
     Case("TrainConfig batch_size=-4", lambda t, m: train_cfg(t, kaggle_csv(t), batch_size=-4),
-         "error: batch_size must be an integer >= 1, got -4", "wrong result: accepted; plan says fits"),
+         "error: batch_size must be an integer >= 1, got -4", "wrong result: accepted; plan says fits (activations -1.3 GiB)"),
     Case("TrainConfig batch_size=0", lambda t, m: train_cfg(t, kaggle_csv(t), batch_size=0),
          "error: batch_size must be an integer >= 1", "traceback: ZeroDivisionError in plan.show"),
     Case("TrainConfig grad_accum=0", lambda t, m: train_cfg(t, kaggle_csv(t), grad_accum=0),
          "error: grad_accum must be an integer >= 1", "traceback: ZeroDivisionError in plan.show"),
     Case("TrainConfig epochs=-1", lambda t, m: train_cfg(t, kaggle_csv(t), epochs=-1.0, max_steps=0),
-         "error: epochs must be a number > 0", "wrong result: accepted; plan says fits (negative hours)"),
+         "error: epochs must be a number > 0", "wrong result: accepted; plan fits in -2.7 h"),
     Case("TrainConfig max_train_rows=-10", lambda t, m: train_cfg(t, kaggle_csv(t), max_train_rows=-10),
-         "error: max_train_rows must be an integer >= 0", "wrong result: accepted; plan says fits"),
+         "error: max_train_rows must be an integer >= 0", "wrong result: accepted; plan fits (0.2 h for -10 rows)"),
     Case("TrainConfig batch_size='8' (papermill -r passes text)", lambda t, m: train_cfg(t, kaggle_csv(t), batch_size="8"),
-         "error: batch_size must be an integer >= 1, got '8'", "traceback: TypeError deep in the Trainer"),
+         "error: batch_size must be an integer >= 1, got '8'", "traceback: TypeError from plan.show, the never-stop cell"),
     Case("TrainConfig batch_size=True", lambda t, m: train_cfg(t, kaggle_csv(t), batch_size=True),
-         "error: batch_size must be an integer", "wrong result: trains with batch size 1"),
+         "error: batch_size must be an integer", "wrong result: accepted, planned as batch 1, fits"),
     Case("TrainConfig lr=0", lambda t, m: train_cfg(t, kaggle_csv(t), lr=0.0),
-         "error: lr must be a number > 0", "wrong result: trains nothing, reports a run"),
+         "error: lr must be a number > 0", "wrong result: accepted, plan fits (a run that cannot learn)"),
     Case("TrainConfig label_smoothing=1.5", lambda t, m: train_cfg(t, kaggle_csv(t), label_smoothing=1.5),
-         "error: label_smoothing must be a number in \\[0, 1\\)", "traceback: torch error after model load"),
+         "error: label_smoothing must be a number in \\[0, 1\\)", "traceback: torch label_smoothing error after model load (read)"),
     Case("TrainConfig warmup_ratio=2", lambda t, m: train_cfg(t, kaggle_csv(t), warmup_ratio=2.0),
-         "error: warmup_ratio must be a number in \\[0, 1\\]", "wrong result: LR never leaves warmup"),
+         "error: warmup_ratio must be a number in \\[0, 1\\]", "wrong result: accepted, plan fits (LR never leaves warmup)"),
     Case("TrainConfig ema_decay=1", lambda t, m: train_cfg(t, kaggle_csv(t), ema_decay=1.0),
-         "error: ema_decay must be a number in \\[0, 1\\)", "wrong result: the saved model is the untrained init"),
+         "error: ema_decay must be a number in \\[0, 1\\)", "wrong result: EMA never moves, the saved model is the init (read)"),
     Case("TrainConfig lora_dropout=-0.1", lambda t, m: train_cfg(t, kaggle_csv(t), lora_dropout=-0.1),
-         "error: lora_dropout must be a number in \\[0, 1\\)", "traceback: torch Dropout error after model load"),
+         "error: lora_dropout must be a number in \\[0, 1\\)", "traceback: torch Dropout error after model load (read)"),
     Case("TrainConfig n_folds=1", lambda t, m: train_cfg(t, kaggle_csv(t), n_folds=1, fold=0),
-         "error: n_folds must be an integer >= 2", "traceback: sklearn error at training"),
+         "error: n_folds must be an integer >= 2", "traceback: sklearn n_splits error after model load (read)"),
     Case("TrainConfig max_length=0", lambda t, m: train_cfg(t, kaggle_csv(t), max_length=0),
          "error: max_length must be an integer >= 1", "clear error"),
     Case("InferenceConfig chunk_rows=0", lambda t, m: inference_cfg(t, chunk_rows=0),
-         "error: chunk_rows must be an integer >= 1", "traceback: range() arg 3 must not be zero, after loading runs"),
+         "error: chunk_rows must be an integer >= 1", "traceback: ValueError range() arg 3 must not be zero, after loading runs"),
     Case("InferenceConfig time_budget_s=-5", lambda t, m: inference_cfg(t, time_budget_s=-5.0),
-         "error: time_budget_s must be a number >= 0", "wrong result: no chunk runs, every row gets the prior"),
+         "error: time_budget_s must be a number >= 0", "wrong result: no chunk runs (complete=False), every row gets the prior"),
     Case("InferenceConfig batch_tokens=-1", lambda t, m: inference_cfg(t, batch_tokens=-1),
-         "error: batch_tokens must be an integer >= 1", "traceback: after loading the model"),
+         "error: batch_tokens must be an integer >= 1", "traceback: after loading the model (read)"),
     Case("InferenceConfig pseudo_label_path = test_path", lambda t, m: inference_cfg(t, pseudo_label_path=str(SAMPLE_TEST)),
          "error: pseudo_label_path .* is an input", "data loss: the test file is overwritten with pseudo-labels"),
     Case("InferenceConfig pseudo_label_path ending .xlsx", lambda t, m: inference_cfg(t, pseudo_label_path=str(t / "p.xlsx")),
          "error: pseudo_label_path .*\\.xlsx.*csv", "wrong result: CSV text named .xlsx"),
     Case("BaselineConfig feature_fraction=0", lambda t, m: baseline_cfg(t, feature_fraction=0.0),
-         "error: feature_fraction must be a number in \\(0, 1\\]", "traceback: LightGBM error after features"),
+         "error: feature_fraction must be a number in \\(0, 1\\]", "traceback: LightGBM error after features (read)"),
     Case("BaselineConfig max_train_rows=-1", lambda t, m: baseline_cfg(t, max_train_rows=-1),
-         "error: max_train_rows must be an integer >= 0", "wrong result: accepted"),
+         "error: max_train_rows must be an integer >= 0", "accepted; traceback in subsample (read)"),
     Case("BaselineConfig num_leaves=1", lambda t, m: baseline_cfg(t, num_leaves=1),
-         "error: num_leaves must be an integer >= 2", "traceback: LightGBM error after features"),
+         "error: num_leaves must be an integer >= 2", "traceback: LightGBM error after features (read)"),
     Case("run_name with a slash", lambda t, m: baseline_cfg(t, run_name="a/b"),
          "error: run_name must be a plain folder name", "clear error (only when the run is written)"),
     Case("plan.show batch_size=0 never raises", lambda t, m: show(t, "03", batch_size=0),
@@ -462,6 +519,44 @@ CASES = [
          "error: symbolic link", "data loss: the link is replaced after every fold trained"),
     Case("05 test file with a repeated id", lambda t, m: duplicate_test_ids(t),
          "error: test.csv.*id '2'.*rows 1 and 2", "wrong result: a submission with a repeated id"),
+    Case("05 held-out file with a repeated id", lambda t, m: heldout_repeated_id(t),
+         "error: valid_preds.csv: id 'b' occurs on several rows", "wrong result: the repeated row counts twice in the blend"),
+    Case("02 on a train file of pseudo-labels only", lambda t, m: baseline_pseudo_only(t, m),
+         "error: no rows with one-hot labels", "traceback: IndexError after every feature was built"),
+    # real users' files, read by load_arena (the first table, tests/test_bad_inputs.py, has the rest)
+    Case("test ids NA/null/None/nan/N/A/#N/A/001/-0/TRUE", lambda t, m: load_text(t, "test.csv", ODD_ID_TEST),
+         "ok: every id kept as its text", "behaves", lambda d, t: d["id"].tolist() == ODD_IDS),
+    Case("odd test ids through a whole submission", lambda t, m: submission_roundtrip(t, ODD_IDS),
+         "ok: validated, ids as written", "clear error, wrongly (NA parsing)",
+         lambda s, t: s["id"].tolist() == ODD_IDS),
+    Case("id '1e5' (Excel scientific notation)", lambda t, m: load_text(t, "t.csv", GOOD.replace("\n103,", "\n1e5,", 1)),
+         "error: line 5: column 'id' is '1e5'.*scientific", "clear error"),
+    Case("Excel Europe: BOM + CRLF + semicolons", lambda t, m: load_text(
+        t, "t.csv", "\ufeff" + csv_text(rows(6), sep=";", line_end="\r\n")),
+         "ok: 6 rows, ids and texts intact", "behaves",
+         lambda d, t: d["id"].astype(str).tolist() == [str(i) for i in range(100, 106)]
+         and d["prompt"].iloc[0] == ["Question 0, please"]),
+    Case("winner columns written as TRUE/FALSE", lambda t, m: load_text(
+        t, "t.csv", csv_text(rows(6, {i: {"winner_model_a": "TRUE", "winner_model_b": "FALSE", "winner_tie": "FALSE"}
+                                     for i in range(6)}))),
+         "error: column 'winner_model_a' row 0 must be 0 or 1", "clear error"),
+    Case("winner columns as floats 1.0/0.0 in one file, ints in another", lambda t, m: load_training(
+        kaggle_csv(t, "a.csv", 6), _float_labels(t)),
+         "ok: one label space", "behaves", lambda d, t: d["label"].tolist() == [0, 1, 2] * 4),
+    Case("a repeated id in one file (single fold)", lambda t, m: load_text(t, "t.csv", GOOD.replace("\n104,", "\n103,")),
+         "ok: kept and reported", "behaves", lambda d, t: d.attrs["load_report"].duplicate_ids == 2 and len(d) == 6),
+    Case("train file saved as .txt (content is CSV)", lambda t, m: load_text(t, "train.txt", GOOD),
+         "ok: read by content", "behaves", lambda d, t: len(d) == 6),
+    Case("write_csv to a name ending .parquet", lambda t, m: _write_csv_named(t, "x.parquet"),
+         "error: x.parquet is not named .csv", "wrong result: CSV text named .parquet"),
+    Case("out_path spelt differently from the input (./in.csv)", lambda t, m: _relative_spelling(t, m),
+         "error: is an input", "data loss: the input is overwritten"),
+    Case("05 pseudo_label_path = one of several train files", lambda t, m: inference_cfg(
+        t, train_path=f"{kaggle_csv(t, 'a.csv', 6)},{kaggle_csv(t, 'b.csv', 6, start=300)}",
+        pseudo_label_path=str(t / "b.csv")),
+         "error: pseudo_label_path .*b.csv is an input", "data loss: a train file is overwritten"),
+    Case("plan.show with batch_size='abc'", lambda t, m: show(t, "04", batch_size="abc"),
+         "ok: says why, returns None", "traceback: TypeError from plan.show", lambda r, t: r[0] is None and "abc" in r[1]),
     # 6. clocks
     Case("time budget while the wall clock jumps", lambda t, m: jumping_wall_clock(t, m),
          "ok: every chunk predicted", "wrong result: chunks skipped, rows fall back to the prior",
