@@ -374,6 +374,18 @@ def pinned_wheel(tmp: Path, mp: pytest.MonkeyPatch) -> list[str]:
     return download_wheels(["demo-pkg==1.0.0"], tmp / "dest", cache)
 
 
+def other_python_wheel(tmp: Path, mp: pytest.MonkeyPatch) -> list[str]:
+    import subprocess
+
+    from kagglelib.packaging import download_wheels
+
+    cache = tmp / "cache"
+    cache.mkdir()
+    (cache / "demo_pkg-1.0.0-cp310-cp310-manylinux2014_x86_64.whl").write_bytes(b"wheel")   # a local download
+    mp.setattr(subprocess, "run", lambda *a, **k: None)   # pip finds nothing new for Kaggle's Python
+    return download_wheels(["demo-pkg"], tmp / "dest", cache, python_version="3.11")
+
+
 def two_datasets_same_run(tmp: Path, mp: pytest.MonkeyPatch, same: bool) -> Path:
     from kagglelib import paths
     from kagglelib.runs import write_manifest
@@ -565,6 +577,8 @@ CASES = [
     Case("pinned wheel with a newer one in the cache", lambda t, m: pinned_wheel(t, m),
          "ok: the pinned version", "wrong result: the newest cached wheel",
          lambda w, t: w == ["demo_pkg-1.0.0-py3-none-any.whl"]),
+    Case("cached wheel built for another Python (cp310)", lambda t, m: other_python_wheel(t, m),
+         "error: left no wheel for Python 3.11", "wrong result: the cp310 wheel is bundled; offline pip fails in the kernel"),
     Case("two attached datasets hold different runs of one name", lambda t, m: two_datasets_same_run(t, m, False),
          "error: 2 different runs named 'encoder'", "wrong result: the first one found, silently"),
     Case("two attached datasets hold the same run", lambda t, m: two_datasets_same_run(t, m, True),
