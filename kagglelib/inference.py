@@ -328,6 +328,9 @@ class InferenceConfig(RunConfig):
             self.runs = comma_list(self.runs)
         if not self.runs:
             raise ValueError("runs is empty: name at least one run folder to predict with")
+        repeated = sorted({r for r in self.runs if self.runs.count(r) > 1})
+        if repeated:   # a run listed twice would get two shares of an 'equal' blend
+            raise ValueError(f"runs lists {repeated} more than once; list each run once")
         if self.ensemble not in ("fit", "equal"):
             raise ValueError(f"ensemble must be 'fit' or 'equal', got {self.ensemble!r}")
         if self.quantization not in ("", "auto", "none", "4bit", "8bit"):
