@@ -63,7 +63,7 @@ def soft_csv(tmp: Path, name: str = "pseudo.csv", n: int = 12) -> Path:
 
 
 def train_cfg(tmp: Path, train: Path | str, **kw: Any):
-    from kagglelib.training import EncoderTrainConfig
+    from kagglelib.training.config import EncoderTrainConfig
 
     return EncoderTrainConfig(train_path=str(train), test_path=str(SAMPLE_TEST), output_dir=str(tmp / "out"),
                               backbone="tiny-deberta", profile="cpu-sample", progress=False, **kw)
@@ -71,29 +71,29 @@ def train_cfg(tmp: Path, train: Path | str, **kw: Any):
 
 def no_training(mp: pytest.MonkeyPatch) -> None:
     """Make reaching the model builder (i.e. training) an outcome of its own."""
-    from kagglelib import models
+    from kagglelib.training import fit
 
     def build(*a: Any, **k: Any) -> Any:
         raise TrainingStarted("training started: the run's checks let it through")
-    mp.setattr(models, "build_model", build)
+    mp.setattr(fit, "build_model", build)
 
 
 def fake_scoring(tmp: Path, mp: pytest.MonkeyPatch) -> None:
     """pseudo_label without a model: one fake run folder, uniform-ish probabilities for every row."""
-    from kagglelib import inference, pseudo
+    from kagglelib.inference import pseudo
 
     run = tmp / "runs" / "fake"
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.json").write_text(json.dumps({"created": "now"}))
     mp.setattr(pseudo, "blend_members", lambda runs, weights, output_dir: ([run], np.ones(1), 1.0))
-    mp.setattr(inference, "run_predictors", lambda d, devices, *a, **k: [None])
-    mp.setattr(inference, "run_kind", lambda d: "baseline")
-    mp.setattr(inference, "predict_chunked", lambda preds, df, *a, **k: (
+    mp.setattr(pseudo, "run_predictors", lambda d, devices, *a, **k: [None])
+    mp.setattr(pseudo, "run_kind", lambda d: "baseline")
+    mp.setattr(pseudo, "predict_chunked", lambda preds, df, *a, **k: (
         np.tile([0.5, 0.3, 0.2], (len(df), 1)), {"complete": True}))
 
 
 def pseudo_run(tmp: Path, mp: pytest.MonkeyPatch, input_path: Path, out_path: Path, **kw: Any) -> dict:
-    from kagglelib.pseudo import pseudo_label
+    from kagglelib.inference.pseudo import pseudo_label
 
     fake_scoring(tmp, mp)
     return pseudo_label("fake", input_path, out_path, output_dir=str(tmp), **kw)
@@ -121,13 +121,13 @@ def show(tmp: Path, notebook: str, **params: Any) -> Any:
 
 
 def inference_cfg(tmp: Path, **kw: Any):
-    from kagglelib.inference import InferenceConfig
+    from kagglelib.inference.submit import InferenceConfig
 
     return InferenceConfig(output_dir=str(tmp), test_path=str(SAMPLE_TEST), **kw)
 
 
 def baseline_cfg(tmp: Path, **kw: Any):
-    from kagglelib.baseline import BaselineConfig
+    from kagglelib.training.baseline import BaselineConfig
 
     return BaselineConfig(output_dir=str(tmp), **kw)
 
@@ -135,7 +135,7 @@ def baseline_cfg(tmp: Path, **kw: Any):
 # ---------------------------------------------------------------- 2. several files
 
 def load_training(*paths: Path) -> pd.DataFrame:
-    from kagglelib.data import load_training as lt
+    from kagglelib.data.folds import load_training as lt
 
     return lt(",".join(map(str, paths)))
 
@@ -173,7 +173,7 @@ def parquet_no_id_lists(tmp: Path) -> pd.DataFrame:
 
 
 def read_back(path: Path) -> pd.DataFrame:
-    from kagglelib.data import load_arena
+    from kagglelib.data.load import load_arena
 
     return load_arena(path)
 
@@ -187,13 +187,13 @@ def hardlink_out(tmp: Path, mp: pytest.MonkeyPatch) -> Any:
 # ---------------------------------------------------------------- 4. ids as text
 
 def submission_roundtrip(tmp: Path, ids: list[str]) -> pd.DataFrame:
-    from kagglelib.submission import validate_submission, write_submission
+    from kagglelib.scoring.submission import validate_submission, write_submission
 
     test = tmp / "test.csv"
     data = [{"id": i, "prompt": json.dumps(["q"]), "response_a": json.dumps(["a"]), "response_b": json.dumps(["b"])}
             for i in ids]
     test.write_text(csv_text(data, columns=["id", "prompt", "response_a", "response_b"]), encoding="utf-8")
-    from kagglelib.data import load_arena
+    from kagglelib.data.load import load_arena
 
     ids_read = load_arena(test)["id"]
     path = write_submission(ids_read, np.tile([0.5, 0.3, 0.2], (len(ids), 1)), tmp / "submission.csv")
@@ -201,9 +201,9 @@ def submission_roundtrip(tmp: Path, ids: list[str]) -> pd.DataFrame:
 
 
 def heldout_ids(tmp: Path) -> pd.DataFrame:
-    from kagglelib.artifacts import heldout_predictions
-    from kagglelib.data import prob_frame
-    from kagglelib.io import write_csv
+    from kagglelib.run.layout import heldout_predictions
+    from kagglelib.data.frame import prob_frame
+    from kagglelib.core.io import write_csv
 
     run = tmp / "r"
     ids = np.array(["NA", "001", "null", "7"], dtype=object)
@@ -213,9 +213,9 @@ def heldout_ids(tmp: Path) -> pd.DataFrame:
 
 
 def soft_flag_heldout(tmp: Path) -> pd.DataFrame:
-    from kagglelib.data import prob_frame
-    from kagglelib.inference import validation_predictions
-    from kagglelib.io import write_csv
+    from kagglelib.data.frame import prob_frame
+    from kagglelib.inference.submit import validation_predictions
+    from kagglelib.core.io import write_csv
 
     run = tmp / "r"
     write_csv(prob_frame(np.array(["a", "b", "c"], dtype=object), np.tile([0.5, 0.3, 0.2], (3, 1)), label=[0, 1, 2],
@@ -225,9 +225,10 @@ def soft_flag_heldout(tmp: Path) -> pd.DataFrame:
 
 def oof_with_na_ids(tmp: Path) -> pd.DataFrame:
     """The all-fold OOF table from fold files whose train ids include the text 'NA' (read back without NA parsing)."""
-    from kagglelib import training
-    from kagglelib.data import load_arena, prob_frame
-    from kagglelib.io import write_csv
+    from kagglelib.training import fit
+    from kagglelib.data.frame import prob_frame
+    from kagglelib.data.load import load_arena
+    from kagglelib.core.io import write_csv
 
     path = kaggle_csv(tmp, "t.csv", 6)
     path.write_text(path.read_text().replace("\n101,", "\nNA,").replace("\n102,", "\n007,"))
@@ -238,13 +239,13 @@ def oof_with_na_ids(tmp: Path) -> pd.DataFrame:
         sel = folds == k
         write_csv(prob_frame(df["id"][sel], np.tile([0.5, 0.3, 0.2], (sel.sum(), 1)), label=df["label"][sel],
                              fold=folds[sel]), run / f"fold{k}" / "valid_preds.csv")
-    return training.oof_table(run, [0, 1], df)
+    return fit.oof_table(run, [0, 1], df)
 
 
 # ---------------------------------------------------------------- 5. long runs check first
 
 def all_folds_duplicate_id(tmp: Path, mp: pytest.MonkeyPatch) -> Any:
-    from kagglelib.training import train
+    from kagglelib.training.fit import train
 
     path = kaggle_csv(tmp, "t.csv", 15)
     path.write_text(path.read_text().replace("\n104,", "\n103,"))   # a repeated id (kept by the loader)
@@ -253,7 +254,7 @@ def all_folds_duplicate_id(tmp: Path, mp: pytest.MonkeyPatch) -> Any:
 
 
 def symlinked_run(tmp: Path, mp: pytest.MonkeyPatch, folds: str = "") -> Any:
-    from kagglelib.training import train
+    from kagglelib.training.fit import train
 
     path = kaggle_csv(tmp, "t.csv", 15)
     elsewhere = tmp / "drive" / "encoder"
@@ -265,27 +266,27 @@ def symlinked_run(tmp: Path, mp: pytest.MonkeyPatch, folds: str = "") -> Any:
 
 
 def pseudo_only_training(tmp: Path, mp: pytest.MonkeyPatch) -> Any:
-    from kagglelib.training import train
+    from kagglelib.training.fit import train
 
     no_training(mp)
     return train(train_cfg(tmp, soft_csv(tmp, n=15), n_folds=3))
 
 
 def duplicate_test_ids(tmp: Path) -> Any:
-    from kagglelib.inference import run_inference
+    from kagglelib.inference.submit import run_inference
 
     test = tmp / "test.csv"
     data = [{"id": i, "prompt": json.dumps([f"q{n}"]), "response_a": json.dumps(["a"]), "response_b": json.dumps(["b"])}
             for n, i in enumerate(["1", "2", "2", "3"])]
     test.write_text(csv_text(data, columns=["id", "prompt", "response_a", "response_b"]), encoding="utf-8")
-    from kagglelib.inference import InferenceConfig
+    from kagglelib.inference.submit import InferenceConfig
     return run_inference(InferenceConfig(output_dir=str(tmp), test_path=str(test), runs="nowhere"))
 
 
 def heldout_repeated_id(tmp: Path) -> Any:
-    from kagglelib.data import prob_frame
-    from kagglelib.inference import validation_predictions
-    from kagglelib.io import write_csv
+    from kagglelib.data.frame import prob_frame
+    from kagglelib.inference.submit import validation_predictions
+    from kagglelib.core.io import write_csv
 
     run = tmp / "r"
     write_csv(prob_frame(np.array(["a", "b", "b"], dtype=object), np.tile([0.5, 0.3, 0.2], (3, 1)), label=[0, 1, 2],
@@ -294,7 +295,7 @@ def heldout_repeated_id(tmp: Path) -> Any:
 
 
 def baseline_pseudo_only(tmp: Path, mp: pytest.MonkeyPatch) -> Any:
-    from kagglelib import baseline
+    from kagglelib.training import baseline
 
     def features(*a: Any, **k: Any) -> Any:
         raise TrainingStarted("features started: the run's checks let it through")
@@ -305,7 +306,7 @@ def baseline_pseudo_only(tmp: Path, mp: pytest.MonkeyPatch) -> Any:
 
 
 def load_text(tmp: Path, name: str, data: bytes | str, **kw: Any) -> pd.DataFrame:
-    from kagglelib.data import load_arena
+    from kagglelib.data.load import load_arena
 
     (tmp / name).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
     return load_arena(tmp / name, **kw)
@@ -326,7 +327,7 @@ def _float_labels(tmp: Path) -> Path:
 
 
 def _write_csv_named(tmp: Path, name: str) -> Path:
-    from kagglelib.io import write_csv
+    from kagglelib.core.io import write_csv
 
     return write_csv(pd.DataFrame({"id": ["a"]}), tmp / name)
 
@@ -343,7 +344,7 @@ def jumping_wall_clock(tmp: Path, mp: pytest.MonkeyPatch) -> tuple[np.ndarray, d
     """The wall clock jumps an hour forward at every call (NTP sync, VM resume); the budget is 2 hours."""
     import time
 
-    from kagglelib.inference import predict_chunked
+    from kagglelib.inference.tta import predict_chunked
 
     real, calls = time.time, [0]
 
@@ -387,16 +388,16 @@ def other_python_wheel(tmp: Path, mp: pytest.MonkeyPatch) -> list[str]:
 
 
 def two_datasets_same_run(tmp: Path, mp: pytest.MonkeyPatch, same: bool) -> Path:
-    from kagglelib import paths
-    from kagglelib.runs import write_manifest
+    from kagglelib.run import layout
+    from kagglelib.run.store import write_manifest
 
     for ds, created in (("old-runs", "2024-01-01"), ("new-runs", "2024-01-01" if same else "2024-06-01")):
         run = tmp / "input" / ds / "runs" / "encoder"
         run.mkdir(parents=True)
         (run / "config.json").write_text(json.dumps({"created": created}))
         write_manifest(run)
-    mp.setattr(paths, "KAGGLE_INPUT", tmp / "input")
-    return paths.find_run("encoder", tmp / "working")
+    mp.setattr(layout, "KAGGLE_INPUT", tmp / "input")
+    return layout.find_run("encoder", tmp / "working")
 
 
 # ---------------------------------------------------------------- the table
