@@ -212,6 +212,14 @@ def heldout_ids(tmp: Path) -> pd.DataFrame:
     return heldout_predictions(run)
 
 
+def ablation_table_runs(tmp: Path) -> pd.DataFrame:
+    """The ablation table (06 writes it, the README report reads it) with runs named 001 and NA."""
+    from kagglelib.core.io import read_csv_table, write_csv
+
+    write_csv(pd.DataFrame({"run": ["001", "NA"], "smoke": [True, False], "log_loss": [1.05, 1.07]}), tmp / "t.csv")
+    return read_csv_table(tmp / "t.csv", ("run",))
+
+
 def soft_flag_heldout(tmp: Path) -> pd.DataFrame:
     from kagglelib.data.frame import prob_frame
     from kagglelib.inference.submit import validation_predictions
@@ -520,6 +528,9 @@ CASES = [
          "ok: validated", "clear error, wrongly (NA parsing)", lambda s, t: s["id"].tolist()[-1] == "001"),
     Case("held-out file with ids NA/001/null", lambda t, m: heldout_ids(t), "ok: ids as written",
          "wrong result: NA and null read as NaN", lambda d, t: d["id"].tolist() == ["NA", "001", "null", "7"]),
+    Case("ablation table with runs named 001 and NA", lambda t, m: ablation_table_runs(t),
+         "ok: run names as written", "wrong result: report.py's pd.read_csv gives [1.0, nan]",
+         lambda d, t: d["run"].tolist() == ["001", "NA"] and d["smoke"].tolist() == [True, False]),
     Case("held-out 'soft' column read back", lambda t, m: soft_flag_heldout(t), "ok: only the soft row left out",
          "wrong result: 'False' is truthy, every row left out", lambda d, t: d.index.tolist() == ["a", "b"]),
     Case("all-fold OOF table with train ids NA and 007", lambda t, m: oof_with_na_ids(t),

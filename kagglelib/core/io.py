@@ -86,11 +86,12 @@ def write_csv(df: pd.DataFrame, path: str | Path, inputs: Any = ()) -> Path:
     return write_table(df, path, inputs)
 
 
-def read_csv_table(path: str | Path) -> pd.DataFrame:
-    """A CSV the suite wrote, read back as written: ``id`` always text, no NA parsing (``NA``, ``null``, ``None``
-    stay text); other columns become numbers when every non-empty cell is one, bools when every cell is True/False."""
+def read_csv_table(path: str | Path, text_columns: tuple[str, ...] = ("id",)) -> pd.DataFrame:
+    """A CSV the suite wrote, read back as written: the key ``text_columns`` always text, no NA parsing (``NA``,
+    ``null``, ``None`` stay text); other columns become numbers when every non-empty cell is one, bools when every
+    cell is True/False."""
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    for col in df.columns.drop("id", errors="ignore"):
+    for col in df.columns.drop(list(text_columns), errors="ignore"):
         values = df[col]
         if len(values) and values.isin(["True", "False"]).all():
             df[col] = values.eq("True")
