@@ -25,7 +25,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .core.io import comma_list, write_json, write_text
+from packaging.requirements import Requirement
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+from .core.io import comma_list, read_json, write_json, write_text
 from .core.paths import COMPETITIONS, DATASET_SLUG, REPO_ROOT, default_output_dir
 from .models.saved import inference_needs
 from .models.spec import spec_from
@@ -76,8 +79,7 @@ def download_wheels(packages: list[str], dest: Path, cache: Path, python_version
     cache.mkdir(parents=True, exist_ok=True)
     for package in packages:
         def cached() -> list[Path]:
-            return sorted((w for w in cache.glob("*.whl") if _wheel_key(w.name.split("-")[0]) == _wheel_key(package)),
-                          key=lambda w: w.stat().st_mtime)
+            return cached_wheels(cache, package, python_version)
         pinned = bool(re.search(r"[<>=!~]", package))
         if not cached() or pinned:
             subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
@@ -85,9 +87,41 @@ def download_wheels(packages: list[str], dest: Path, cache: Path, python_version
                             "--platform", "manylinux_2_24_x86_64", "--platform", "manylinux_2_28_x86_64",
                             "-d", str(cache), package], check=True)
         if not cached():
-            raise FileNotFoundError(f"pip download {package!r} left no wheel in {cache}")
+            raise FileNotFoundError(f"pip download {package!r} left no wheel for Python {python_version} in {cache}")
         shutil.copy2(cached()[-1], dest / cached()[-1].name)   # the newest download of that package
     return sorted(p.name for p in dest.glob("*.whl"))
+
+
+def cached_wheels(cache: Path, package: str, python_version: str = "3.11") -> list[Path]:
+    """Cached wheels of ``package`` that satisfy its version specifier (``demo==1.0``) and install on
+    ``python_version``, oldest download first.
+
+    A pinned package never gets another version's wheel, even one downloaded later for another requirement, and a
+    wheel built for another Python (a ``cp310`` one from a local ``pip download``) is never bundled for Kaggle's.
+    """
+    want = Requirement(package)
+    found = []
+    for w in cache.glob("*.whl"):
+        try:
+            name, version, _, tags = parse_wheel_filename(w.name)
+        except InvalidWheelFilename:
+            continue
+        if _wheel_key(name) == _wheel_key(want.name) and want.specifier.contains(version, prereleases=True) \
+                and any(_fits_python(t, python_version) for t in tags):
+            found.append(w)
+    return sorted(found, key=lambda w: w.stat().st_mtime)
+
+
+def _fits_python(tag: object, python_version: str) -> bool:
+    """Whether a wheel tag installs on ``python_version`` ("3.11"): py3 / py311, cp311, or abi3 from an older cp3x."""
+    major, minor = (int(x) for x in python_version.split(".")[:2])
+    interpreter, abi = str(tag.interpreter), str(tag.abi)
+    if interpreter in (f"py{major}", f"py{major}{minor}"):
+        return True
+    if not interpreter.startswith(f"cp{major}") or not interpreter[3:].isdigit():
+        return False
+    built = int(interpreter[3:])
+    return built == minor or (abi == "abi3" and built <= minor)
 
 
 def kernel_notebook(runs: list[str], dataset_slug: str, has_wheels: bool) -> dict:

@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from .core.paths import REPO_ROOT, sample_paths
+from .data.folds import split_paths
 from .data.load import load_arena
 from .data.text import INSTRUCTION, encode_pairs
 from .inference.submit import InferenceConfig
@@ -109,7 +111,7 @@ def token_lengths(train_path: str, backbone: str, text_cfg: Any, suffix: str = "
                   max_rows: int = 2000) -> tuple[np.ndarray, str]:
     """Per-row input lengths after truncation (up to ``max_rows`` rows of the file) and how they were counted."""
 
-    df = load_arena(train_path)
+    df = _load_files(train_path)
     if len(df) > max_rows:
         df = df.sample(max_rows, random_state=0)
     try:
@@ -118,7 +120,13 @@ def token_lengths(train_path: str, backbone: str, text_cfg: Any, suffix: str = "
     except (FileNotFoundError, OSError, ValueError):
         tokenizer, how = CharTokenizer(), "estimated at 4 characters per token (no tokenizer for this backbone here)"
     lengths = np.array([len(x) for x in encode_pairs(tokenizer, df, text_cfg, suffix)], dtype=np.int64)
-    return lengths, f"{how}; {len(df)} rows of {Path(train_path).name}"
+    names = ",".join(Path(p).name for p in split_paths(train_path))
+    return lengths, f"{how}; {len(df)} rows of {names}"
+
+
+def _load_files(path: str) -> pd.DataFrame:
+    """Every file of a (comma-separated) train_path, rows one after another (the texts are all the plan reads)."""
+    return pd.concat([load_arena(p) for p in split_paths(path)], ignore_index=True)
 
 
 def flops_per_row(shape: Shape, length: np.ndarray, attention_factor: float = 1.0) -> np.ndarray:
@@ -203,13 +211,14 @@ class Plan:
 
 
 def _n_rows(path: str, full: int, profile: str) -> tuple[int, str]:
-    """Rows of the file, or the full competition size when the file is the bundled sample on a GPU profile."""
-
-    n = len(load_arena(path))
-    sample = Path(path).resolve() in [p.resolve() for p in sample_paths()]
+    """Rows of the file(s), or the full competition size when the file is the bundled sample on a GPU profile."""
+    files = split_paths(path)
+    n = len(_load_files(path))
+    names = ", ".join(Path(p).name for p in files)
+    sample = len(files) == 1 and Path(files[0]).resolve() in [p.resolve() for p in sample_paths()]
     if sample and profile != "cpu-sample":
-        return full, f"{full:,} (full competition size; {Path(path).name} is the {n:,}-row sample)"
-    return n, f"{n:,} ({Path(path).name})"
+        return full, f"{full:,} (full competition size; {names} is the {n:,}-row sample)"
+    return n, f"{n:,} ({names})"
 
 
 def _precision_bytes(precision: str, gpu: Gpu) -> tuple[str, int]:
@@ -297,22 +306,21 @@ def plan_training(cfg: Any, gpu_name: str | None = None, bench: dict[str, Any] |
     return plan
 
 
-def _run_config(run: str, output_dir: str, profile: str) -> tuple[dict[str, Any], str]:
-    """A run's saved config.json, or the training profile's planned config for a run not trained yet."""
-
+def _run_config(run: str, output_dir: str, profile: str) -> tuple[dict[str, Any] | None, str]:
+    """A run's saved config.json; for a default run name (02/03/04's ``run_name``) not trained yet, the training
+    profile's config; else (None, why): a run that is not found is never guessed from its name."""
     try:
         path = find_run(run, output_dir)
         return Run.at(path).config, f"{path}/{CONFIG}"
-    except FileNotFoundError:
-        pass
+    except FileNotFoundError as err:
+        missing = str(err)
     # A run not trained yet is planned only under its notebook's default name, never guessed from a name's parts.
     untrained = {BaselineConfig.run_name: BaselineConfig, DecoderTrainConfig.run_name: DecoderTrainConfig,
                  EncoderTrainConfig.run_name: EncoderTrainConfig}
     cls = untrained.get(run)
     if cls is None:
-        raise FileNotFoundError(f"run {run!r} not found under {output_dir or 'the output folder'} or /kaggle/input, so "
-                                "there is no config to plan from; train it first, or plan a run not trained yet by its "
-                                f"notebook's default name ({', '.join(untrained)})")
+        return None, (f"{missing}; and {run!r} is not a default run name {sorted(untrained)} planned before training, "
+                      "so it is not planned (misspelt? not copied here yet?)")
     if cls is BaselineConfig:
         return {"config_class": "BaselineConfig"}, "not trained yet: feature model (02)"
     # On Kaggle the 9B is trained elsewhere (colab-a100) and only predicted here: plan that run.
@@ -334,6 +342,10 @@ def plan_inference(cfg: Any, gpu_name: str | None = None, bench: dict[str, Any] 
     total_s = 0.0
     for run in cfg.runs:
         rc, where = _run_config(run, cfg.output_dir, cfg.profile)
+        if rc is None:
+            plan.rows[run] = "not planned: run not found"
+            plan.problems.append(f"run {run!r} not found: {where}")
+            continue
         if rc.get("config_class") == "BaselineConfig":
             plan.rows[f"{run}"] = "feature model on CPU: minutes [not modelled]"
             continue
@@ -384,7 +396,7 @@ def show(notebook: str, params: dict[str, Any] | None = None, gpu: str | None = 
     """
     try:
         plan = notebook_plan(notebook, params, gpu)
-    except (FileNotFoundError, ValueError, KeyError, OSError) as err:
+    except Exception as err:   # noqa: BLE001 - this cell must never stop a notebook; the run's own checks still apply
         print(f"pre-flight plan unavailable: {type(err).__name__}: {err}")
         return None
     print(plan.table())

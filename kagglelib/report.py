@@ -18,7 +18,7 @@ import pandas as pd
 
 from .analysis.ablation import INT_COLUMNS, integer_columns, to_markdown
 from .analysis.probes import bias_frame
-from .core.io import write_text
+from .core.io import read_csv_table, write_text
 from .core.paths import REPO_ROOT, default_output_dir
 from .run.layout import ABLATION_DIR, ABLATION_FIGURES, ABLATION_TABLE_CSV, BIAS_REPORT, METRICS
 
@@ -31,7 +31,7 @@ TABLE_COLUMNS = ["run", "backbone", "task", "head_layers", "smoke", "n_train", "
 def results_markdown(output_dir: Path, figure_dir: Path, readme_dir: Path = REPO_ROOT) -> str:
     """The results section: ablation table, submission blend, bias probes, with where each came from."""
     ab = output_dir / ABLATION_DIR
-    table = integer_columns(pd.read_csv(ab / ABLATION_TABLE_CSV), INT_COLUMNS + ("seconds",))
+    table = integer_columns(read_csv_table(ab / ABLATION_TABLE_CSV, ("run",)), INT_COLUMNS + ("seconds",))
     parts = ["Produced by `bash run_all.sh` on the bundled 1,110-row sample (CPU, profile `cpu-sample`) and "
              "copied here by `python -m kagglelib.report`. Held-out rows only: out-of-fold for the baseline, "
              "the validation fold for fine-tuned models. Smoke runs are tiny random models that only prove the "

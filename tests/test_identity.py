@@ -43,7 +43,7 @@ def test_05_keeps_two_runs_with_the_same_folder_name_apart(two_baselines, tmp_pa
     assert not np.allclose(preds[0].iloc[:, 1:].to_numpy(), preds[1].iloc[:, 1:].to_numpy())   # two members
     assert sorted(p.name for p in (tmp_path / "cache" / "inference").iterdir()) == sorted(keys)   # two caches
     assert [m["identity"] for m in summary["members"]] == [manifest_hash(a), manifest_hash(b)]
-    with pytest.raises(ValueError, match="given twice"):
+    with pytest.raises(ValueError, match="more than once"):
         run_inference(InferenceConfig(output_dir=str(tmp_path), runs=[str(a), str(a)], devices="cpu"))
 
 

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..core.io import read_json, save_figure, write_csv, write_json, write_text
+from ..core.io import read_csv_table, read_json, save_figure, write_csv, write_json, write_text
 from ..data.folds import load_training
 from ..data.frame import WINNER_COLUMNS, rows_by_id
 from ..inference.predictors import load_predictor
@@ -212,7 +212,7 @@ def tta_validation_run(run_dir: Path) -> Path:
     """A sibling run ``<name>_tta`` holding the run's validation predictions redone with swap TTA."""
 
     cfg = load_config(run_dir)
-    preds = pd.read_csv(run_dir / VALID_PREDS, dtype={"id": str})
+    preds = read_csv_table(run_dir / VALID_PREDS)
     rows = rows_by_id(load_training(cfg["train_path"]), preds["id"])
     probs = tta_predict(load_predictor(run_dir), rows)
     with staged_run(run_dir.parent.parent, f"{run_dir.name}_tta") as stage:   # committed atomically

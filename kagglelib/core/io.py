@@ -1,4 +1,5 @@
-"""Atomic writers for every artifact a run leaves behind (text, JSON, CSV, PNG), and list parameters read back."""
+"""Atomic writers for every artifact a run leaves behind (text, JSON, tables, PNG), reading the suite's own tables
+back (ids as text: no NA parsing, no number conversion), and list parameters read back."""
 from __future__ import annotations
 
 import json
@@ -8,13 +9,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pandas as pd
-
 
 # The process umask, read once (os.umask can only be read by setting it, which would race other threads).
 _UMASK = os.umask(0)
-
-
 os.umask(_UMASK)
 
 
@@ -64,11 +63,44 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write a DataFrame as CSV without the index, atomically."""
+def write_table(df: pd.DataFrame, path: str | Path, inputs: Any = ()) -> Path:
+    """Write a table in the format its name says (.csv, .csv.gz, .parquet), atomically, never over one of ``inputs``.
+
+    ``inputs``: the files the step read (paths or comma-separated lists); writing over one is refused before
+    anything is written. Any other file name is an error: the format is never guessed.
+    """
+    fmt = table_format(path)
+    refuse_input(path, inputs)
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False)
+        if fmt == "parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False, compression="gzip" if str(path).lower().endswith(".gz") else None)
     return Path(path)
+
+
+def write_csv(df: pd.DataFrame, path: str | Path, inputs: Any = ()) -> Path:
+    """Write a DataFrame as CSV (.csv or .csv.gz) without the index, atomically (see :func:`write_table`)."""
+    if table_format(path) != "csv":
+        raise ValueError(f"write_csv: {path} is not named .csv or .csv.gz")
+    return write_table(df, path, inputs)
+
+
+def read_csv_table(path: str | Path, text_columns: tuple[str, ...] = ("id",)) -> pd.DataFrame:
+    """A CSV the suite wrote, read back as written: the key ``text_columns`` always text, no NA parsing (``NA``,
+    ``null``, ``None`` stay text); other columns become numbers when every non-empty cell is one, bools when every
+    cell is True/False."""
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for col in df.columns.drop(list(text_columns), errors="ignore"):
+        values = df[col]
+        if len(values) and values.isin(["True", "False"]).all():
+            df[col] = values.eq("True")
+            continue
+        try:
+            df[col] = pd.to_numeric(values.replace("", np.nan))
+        except ValueError:   # a text column: kept as read
+            pass
+    return df
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
@@ -81,3 +113,34 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 110) -> Path:
 def comma_list(text: str) -> list[str]:
     """The non-empty, stripped items of a comma-separated parameter ("a, b," -> ["a", "b"])."""
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def table_format(path: str | Path, what: str = "output") -> str:
+    """'csv' or 'parquet' from a table file's name; a ValueError for any other name (the format is never guessed)."""
+    name = Path(path).name.lower()
+    if name.endswith((".csv", ".csv.gz")):
+        return "csv"
+    if name.endswith(".parquet"):
+        return "parquet"
+    raise ValueError(f"{what} {path}: the name must end in .csv, .csv.gz or .parquet (the file is written in the "
+                     "format its name says)")
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file: the same resolved path, or the same inode (hard and symbolic links)."""
+    a, b = Path(a).expanduser(), Path(b).expanduser()
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def refuse_input(out: str | Path, inputs: Any, what: str = "output") -> None:
+    """ValueError when ``out`` is one of ``inputs`` (paths, or comma-separated lists of paths)."""
+    for item in inputs or ():
+        for inp in (comma_list(item) if isinstance(item, str) else [item]):
+            if inp and same_file(out, inp):
+                raise ValueError(f"{what} {out} is an input of this step ({inp}); writing it would destroy that "
+                                 "input: choose another file name")

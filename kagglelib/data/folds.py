@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..core.io import same_file
 from .frame import TARGET_COLUMNS, one_hot, pair_keys, soft_rows, targets
-from .load import load_arena
+from .load import LoadReport, load_arena
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +66,24 @@ def load_training(paths: str | Path | list) -> pd.DataFrame:
     files = split_paths(paths)
     if not files:
         raise ValueError("train_path is empty")
+    for i, f in enumerate(files):
+        twin = next((g for g in files[:i] if Path(f).exists() and same_file(f, g)), None)
+        if twin is not None:
+            raise ValueError(f"train_path: {f} is listed twice (also as {twin}); list each train file once")
     frames = [load_arena(f) for f in files]
     for f, df in zip(files, frames):
         if "label" not in df.columns:
             raise ValueError(f"{f}: training needs winner columns (winner_model_a/b/tie or winner)")
+    layouts = {f: df.attrs["load_report"].layout for f, df in zip(files, frames)}
+    if len(set(layouts.values())) > 1:   # the layout decides the submission format: never by file order
+        raise ValueError(f"train files' label layouts differ: {layouts} (kaggle: A/B/tie winner columns, wsdm: an "
+                         "A/B-only 'winner' column, submitted as id,winner); train on one competition's files, or "
+                         "convert one file to the other's columns first")
     if len(frames) == 1:
         out = frames[0]
         out.attrs["train_report"] = {"files": [{"path": files[0], "rows": len(out), "kept": len(out),
-                                                "duplicates_dropped": 0}], "rows": len(out), "duplicates_dropped": 0}
+                                                "duplicates_dropped": 0}], "rows": len(out), "duplicates_dropped": 0,
+                                     "ids_as_text": False}
         return out
     seen: set[str] = set()
     kept, report = [], []
@@ -92,9 +103,12 @@ def load_training(paths: str | Path | list) -> pd.DataFrame:
         for part in kept:
             if col not in part.columns:
                 part[col] = one_hot(part["label"].to_numpy())[:, TARGET_COLUMNS.index(col)]
-    if len({str(p["id"].dtype) for p in kept}) > 1:
-        for p in kept:   # int ids in one file, text in another: all as text, so ids compare one way
-            p["id"] = p["id"].astype(str)
+    ids_as_text = len({str(p["id"].dtype) for p in kept}) > 1
+    if ids_as_text:   # int ids in one file, text in another: all as text, so ids compare one way (announced)
+        log.warning("train files mix integer and text ids (%s): every id is used as text",
+                    {f: str(df["id"].dtype) for f, df in zip(files, frames)})
+        for p in kept:
+            p["id"] = p["id"].astype(str).astype(object)
     out = pd.concat(kept, ignore_index=True)
     clash = out["id"].astype(str).duplicated(keep=False) & (out.groupby(out["id"].astype(str))["source"]
                                                             .transform("nunique") > 1)
@@ -103,9 +117,24 @@ def load_training(paths: str | Path | list) -> pd.DataFrame:
         raise ValueError(f"id {out['id'].iloc[row]!r} occurs in several train files "
                          f"({sorted(set(out.loc[clash.to_numpy(), 'source'].map(lambda k: files[k])))}); "
                          "give one file's ids a prefix")
-    out.attrs["load_report"] = frames[0].attrs["load_report"]
-    out.attrs["train_report"] = {"files": report, "rows": len(out),
+    out.attrs["load_report"] = merge_reports([df.attrs["load_report"] for df in frames])
+    out.attrs["train_report"] = {"files": report, "rows": len(out), "ids_as_text": ids_as_text,
                                  "duplicates_dropped": int(sum(r["duplicates_dropped"] for r in report))}
+    return out
+
+
+def merge_reports(reports: list[LoadReport]) -> LoadReport:
+    """One report over several files: counts summed, each file's warnings kept with its name (one layout)."""
+    counts = ("rows", "not_json", "null_turns", "missing_cells", "lone_surrogates", "empty_responses",
+              "turn_mismatch", "duplicate_ids")
+    out = LoadReport(path=",".join(r.path for r in reports), layout=reports[0].layout,
+                     files=[f for r in reports for f in (r.files or [r.path])])
+    for k in counts:
+        setattr(out, k, sum(getattr(r, k) for r in reports))
+    out.warnings = [f"{Path(r.path).name}: {w}" for r in reports for w in r.warnings]
+    out.plain_text_columns = sorted({c for r in reports for c in r.plain_text_columns})
+    if all(r.label_counts for r in reports):
+        out.label_counts = np.sum([r.label_counts for r in reports], axis=0).tolist()
     return out
 
 

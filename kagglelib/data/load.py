@@ -71,6 +71,7 @@ class LoadReport:
     plain_text_columns: list[str] = field(default_factory=list)   # text columns read as one plain turn per cell
     label_counts: list[int] = field(default_factory=list)         # rows per label (A, B, tie)
     warnings: list[str] = field(default_factory=list)             # questionable data (e.g. no ties at all)
+    files: list[str] = field(default_factory=list)                # every file this report covers (several: merged)
 
     def add(self, kind: str, row: int, n: int = 1) -> None:
         """Count ``n`` occurrences of ``kind`` and remember the first few row numbers."""
@@ -387,7 +388,12 @@ def load_arena(path: str | Path, encoding: str | None = None, allow_empty: bool 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"arena file not found: {path}")
-    raw = _read_table(path, encoding)
+    return arena_from_table(_read_table(path, encoding), path, allow_empty)
+
+
+def arena_from_table(raw: pd.DataFrame, path: str | Path, allow_empty: bool = False) -> pd.DataFrame:
+    """The normalised frame of :func:`load_arena` from a table already read (``path`` names it in messages)."""
+    path = Path(path)
     missing = [c for c in ("id", *TEXT_COLUMNS) if c not in raw.columns]
     if missing:
         seps = [n for c, n in SEPARATORS.items() if c != "," and any(c in str(h) for h in raw.columns)]
@@ -400,7 +406,7 @@ def load_arena(path: str | Path, encoding: str | None = None, allow_empty: bool 
     raw.attrs = attrs
     _check_ids(raw, path)
     report = LoadReport(path=str(path), rows=len(raw), encoding=attrs.get("encoding", ""),
-                        separator=attrs.get("separator", ","))
+                        separator=attrs.get("separator", ","), files=[str(path)])
     out = pd.DataFrame({"id": _ids(raw["id"])})
     wsdm = "winner" in raw.columns or "language" in raw.columns
     for col in TEXT_COLUMNS:

@@ -1,14 +1,14 @@
 """Pseudo-labels: score unlabelled battles with a run or a blend (swap TTA) into a soft-labelled train file.
 
-The output is a Kaggle-layout CSV (``id, model_a, model_b, prompt, response_a, response_b`` as JSON lists,
+The output is a Kaggle-layout table (``id, model_a, model_b, prompt, response_a, response_b`` as JSON lists,
 and ``winner_model_a, winner_model_b, winner_tie`` as probabilities summing to 1) that ``train_path`` can
 list next to the real train file, plus ``<file>.json`` with its provenance (runs, weights, time, input).
+It is written as its name says (.csv, .csv.gz or .parquet; any other name is an error) and never over an input.
 Scoring reuses :mod:`kagglelib.inference` (its predictors, chunks and TTA); nothing is trained here.
 """
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..core.io import comma_list, read_json, write_csv, write_json
+from ..core.io import comma_list, read_json, refuse_input, table_format, write_json, write_table
 from ..data.frame import TARGET_COLUMNS, TEXT_COLUMNS, WINNER_COLUMNS, content_fingerprint
-from ..data.load import _read_table, load_arena
+from ..data.load import _read_table, arena_from_table, load_arena
 from ..run.config import load_config
 from ..run.folder import Run
 from ..run.layout import CONFIG, METRICS, find_run
@@ -39,12 +39,12 @@ def load_unlabelled(path: str | Path, id_prefix: str = "") -> pd.DataFrame:
     path = Path(path)
     raw = _read_table(path)   # noqa: SLF001 - the one reader of every layout
     if "id" not in raw.columns:
+        attrs = dict(raw.attrs)
+        raw = raw.drop(columns=[c for c in (*WINNER_COLUMNS, "winner") if c in raw.columns])
         raw.insert(0, "id", [f"{id_prefix or 'pseudo-'}{i}" for i in range(len(raw))])
-        with tempfile.TemporaryDirectory() as tmp:
-            keep = [c for c in raw.columns if c not in (*WINNER_COLUMNS, "winner")]
-            copy = Path(tmp) / (path.name.split(".")[0] + ".csv")
-            raw[keep].to_csv(copy, index=False)
-            df = load_arena(copy)
+        raw.attrs = attrs
+        # Normalised from the table as read: parquet turns stay lists (never written out as text first).
+        df = arena_from_table(raw, path)
     else:
         df = load_arena(path)
         if id_prefix:
@@ -99,9 +99,13 @@ def pseudo_label(runs: str | list[str], input_path: str | Path, out_path: str | 
                  output_dir: str | Path | None = None, weights: str | list[float] | None = None,
                  tta: bool = True, id_prefix: str = "", devices: str = "auto",
                  chunk_rows: int = 256) -> dict[str, Any]:
-    """Score ``input_path`` with the runs' blend (swap TTA) and write the soft-labelled train file + sidecar."""
+    """Score ``input_path`` with the runs' blend (swap TTA) and write the soft-labelled train file + sidecar.
 
-    start = time.time()
+    ``out_path`` is checked before anything is scored: named .csv, .csv.gz or .parquet (written so), and not the
+    input (nor a link to it).
+    """
+    check_out_path(out_path, [input_path])
+    start = time.monotonic()
     df = load_unlabelled(input_path, id_prefix)
     dirs, w, temperature = blend_members(runs, weights, output_dir)
     probs = []
@@ -116,16 +120,33 @@ def pseudo_label(runs: str | list[str], input_path: str | Path, out_path: str | 
         final = apply_temperature(final, temperature)
     provenance = {
         "input": str(input_path), "input_fingerprint": content_fingerprint(df), "tta": tta,
-        "id_prefix": id_prefix, "temperature": temperature, "seconds": round(time.time() - start, 2),
+        "id_prefix": id_prefix, "temperature": temperature, "seconds": round(time.monotonic() - start, 2),
         "runs": [{"run": d.name, "path": str(d), "kind": Run.at(d).kind, "weight": float(wi), "identity": manifest_hash(d)}
                  for d, wi in zip(dirs, w)],
     }
-    sidecar = write_soft_file(df, final, out_path, provenance)
+    sidecar = write_soft_file(df, final, out_path, provenance, inputs=[input_path])
     return sidecar
 
 
-def write_soft_file(df: pd.DataFrame, probs: np.ndarray, out_path: str | Path, provenance: dict[str, Any]) -> dict:
-    """Write battles + probabilities as a Kaggle-layout train file and ``<file>.json`` (provenance, time, rows)."""
+def check_out_path(out_path: str | Path, inputs: list) -> None:
+    """A pseudo-label file's name says its format, and neither it nor its ``.json`` sidecar is one of ``inputs``."""
+    table_format(out_path, "pseudo-label out_path")
+    refuse_input(out_path, inputs, "pseudo-label out_path")
+    refuse_input(sidecar_path(out_path), inputs, "pseudo-label sidecar")
+
+
+def sidecar_path(out_path: str | Path) -> Path:
+    """``<file>.json`` beside the pseudo-label file."""
+    return Path(out_path).with_name(Path(out_path).name + ".json")
+
+
+def write_soft_file(df: pd.DataFrame, probs: np.ndarray, out_path: str | Path, provenance: dict[str, Any],
+                    inputs: list | tuple = ()) -> dict:
+    """Write battles + probabilities as a Kaggle-layout train file and ``<file>.json`` (provenance, time, rows).
+
+    The file is written in the format its name says (.csv, .csv.gz, .parquet) and never over one of ``inputs``.
+    """
+    check_out_path(out_path, list(inputs))
     probs = np.asarray(probs, dtype=np.float64)
     if probs.shape != (len(df), 3) or not np.isfinite(probs).all():
         raise ValueError(f"pseudo-labels need finite (n, 3) probabilities for {len(df)} rows, got {probs.shape}")
@@ -138,8 +159,8 @@ def write_soft_file(df: pd.DataFrame, probs: np.ndarray, out_path: str | Path, p
     for j, col in enumerate(WINNER_COLUMNS):
         out[col] = probs[:, j]
     out_path = Path(out_path)
-    write_csv(out, out_path)
+    write_table(out, out_path, inputs)
     sidecar = {"file": out_path.name, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "rows": len(out),
                "mean_probs": probs.mean(axis=0).tolist(), **provenance}
-    write_json(sidecar, out_path.with_name(out_path.name + ".json"))
+    write_json(sidecar, sidecar_path(out_path))
     return sidecar

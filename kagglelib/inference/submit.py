@@ -26,7 +26,8 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import pandas as pd
 
-from ..core.io import comma_list, write_csv, write_json
+from ..core.checks import check_settings
+from ..core.io import comma_list, refuse_input, table_format, write_csv, write_json
 from ..core.paths import KAGGLE_WORKING, detect_env
 from ..data.folds import load_training
 from ..data.frame import WINNER_COLUMNS, content_fingerprint, prob_frame
@@ -35,6 +36,7 @@ from ..models.build import warn_8bit
 from ..run.config import RunConfig, save_config
 from ..run.folder import Run
 from ..run.layout import METRICS, RULE_FLAGS, SUBMISSION
+from ..run.preflight import check_unique_ids
 from ..run.store import staged_run
 from ..scoring.ensemble import apply_blend, apply_rules, crossfit_blend, fit_blend, fit_rules
 from ..scoring.metrics import summarise
@@ -77,12 +79,22 @@ class InferenceConfig(RunConfig):
         "colab-a100": {"chunk_rows": 4096, "batch_tokens": 32768, "time_budget_s": 20 * 3600.0, "quantization": "auto"},
     }
 
+    SETTING_RULES: ClassVar[dict[str, str]] = {"chunk_rows": "int>=1", "batch_tokens": "int>=1",
+                                               "time_budget_s": "num>=0"}
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_settings(self, self.SETTING_RULES)
+        if self.pseudo_label_path:   # written at the end of a long run: its name is checked now
+            table_format(self.pseudo_label_path, "pseudo_label_path")
+            refuse_input(self.pseudo_label_path, [self.test_path, self.train_path], "pseudo_label_path")
         if isinstance(self.runs, str):
             self.runs = comma_list(self.runs)
         if not self.runs:
             raise ValueError("runs is empty: name at least one run folder to predict with")
+        repeated = sorted({r for r in self.runs if self.runs.count(r) > 1})
+        if repeated:   # a run listed twice would get two shares of an 'equal' blend
+            raise ValueError(f"runs lists {repeated} more than once; list each run once")
         if self.ensemble not in ("fit", "equal"):
             raise ValueError(f"ensemble must be 'fit' or 'equal', got {self.ensemble!r}")
         if self.quantization not in ("", "auto", "none", "4bit", "8bit"):
@@ -94,6 +106,10 @@ class InferenceConfig(RunConfig):
 def validation_predictions(run: Run) -> pd.DataFrame:
     """A run's held-out predictions with real labels (oof.csv or valid_preds.csv), indexed by id as str."""
     preds = run.heldout()
+    if preds.index.duplicated().any():   # the blend is fitted on rows matched by id: a repeat would count twice
+        dup = preds.index[preds.index.duplicated()]
+        raise ValueError(f"{run.heldout_file}: id {dup[0]!r} occurs on several rows ({len(dup)} repeats); the ensemble "
+                         "matches held-out rows by id, so the run's train file needs unique ids")
     # Rows trained on soft (pseudo) labels have no real label to fit a blend on.
     return preds[~preds["soft"].astype(bool)] if "soft" in preds.columns else preds
 
@@ -176,10 +192,10 @@ def run_inference(cfg: InferenceConfig) -> dict[str, Any]:
 
 
 def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
-
-    start = time.time()
+    start = time.monotonic()   # the time budget counts from here, on the monotonic clock
     save_config(cfg, out_dir, notebook="05_tta_inference")
     test = load_arena(cfg.test_path)
+    check_unique_ids(test, cfg.test_path, "a submission has one row per test id")
     runs = [Run.open(r, cfg.output_dir) for r in cfg.runs]   # each checked and read once
     provenance = check_provenance(cfg.train_path, runs)   # reads train_path only when it is set
     # The submission layout comes from the run folders (the train file is not read; it is not in Kaggle's kernel),
@@ -196,7 +212,7 @@ def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
         cache = Path(cfg.output_dir) / "cache" / "inference" / key
         chunk_key = run_fingerprint(run, cfg.tta, precision=cfg.precision, quantization=cfg.quantization,
                                     batch_tokens=cfg.batch_tokens, devices=devices)   # whatever changes the output
-        left = None if deadline is None else max(deadline - time.time(), 0.0)
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         probs, status = predict_chunked(predictors, test, cache, cfg.chunk_rows, cfg.tta, left, cache_key=chunk_key)
         test_probs.append(probs)
         statuses.append({"run": key, "kind": run.kind, **status})
@@ -246,7 +262,8 @@ def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
         write_soft_file(test, final, cfg.pseudo_label_path, {
             "input": cfg.test_path, "tta": cfg.tta, "temperature": temperature, "rules": rules is not None,
             "runs": [{"run": k, "path": str(r.path), "identity": r.identity, "weight": float(w)}
-                     for k, r, w in zip(keys, runs, weights)]})
+                     for k, r, w in zip(keys, runs, weights)]},
+            inputs=[cfg.test_path, cfg.train_path])
 
     summary = {
         "runs": keys, "weights": dict(zip(keys, weights.tolist())),
@@ -260,7 +277,7 @@ def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
         "rules": rules.report if rules is not None else ([] if not cfg.postprocess else [
             {"rule": "all", "accepted": False, "reason": "no run's held-out file has rule flags (older runs)"}]),
         "layout": layout, "provenance": provenance,
-        "status": statuses, "seconds": time.time() - start,
+        "status": statuses, "seconds": time.monotonic() - start,
         "complete": all(s["complete"] for s in statuses), "submission": [str(c) for c in copies],
         "fallback": {"rows": len(fallback), "rows_on_prior": int((fallback["runs_predicted"] == "").sum()),
                      "first_ids": fallback["id"].astype(str).head(10).tolist(),

@@ -72,7 +72,7 @@ def predict_chunked(predictors: Predictor | Sequence[Predictor], df: pd.DataFram
     ids = df["id"].to_numpy()
     out = np.full((n, 3), np.nan)
     outcome = [""] * len(starts)   # per chunk: reused | computed | skipped_for_time
-    begin = time.time()
+    begin = time.monotonic()   # budgets on the monotonic clock: the wall clock can jump (NTP, a resumed VM)
     deadline = begin + time_budget_s if time_budget_s is not None else None
     slowest = [0.0]
 
@@ -85,11 +85,11 @@ def predict_chunked(predictors: Predictor | Sequence[Predictor], df: pd.DataFram
         if done is not None:
             out[lo:hi] = done
             return "reused"
-        if deadline is not None and time.time() + slowest[0] >= deadline:
+        if deadline is not None and time.monotonic() + slowest[0] >= deadline:
             return "skipped_for_time"
-        t0 = time.time()
+        t0 = time.monotonic()
         probs = tta_predict(predictors[k % len(predictors)], df.iloc[lo:hi].reset_index(drop=True), tta)
-        slowest[0] = max(slowest[0], time.time() - t0)
+        slowest[0] = max(slowest[0], time.monotonic() - t0)
         check_finite(probs, ids[lo:hi], f"chunk {k}")   # a NaN chunk stops the run and is never cached
         if path is not None:
             _save_chunk(path, ids[lo:hi], probs)
@@ -116,6 +116,6 @@ def predict_chunked(predictors: Predictor | Sequence[Predictor], df: pd.DataFram
     finally:
         if bar is not None:
             bar.close()
-    status = {"chunks": len(starts), "seconds": time.time() - begin, "complete": bool(np.isfinite(out).all())}
+    status = {"chunks": len(starts), "seconds": time.monotonic() - begin, "complete": bool(np.isfinite(out).all())}
     status.update({kind: outcome.count(kind) for kind in ("reused", "computed", "skipped_for_time")})
     return out, status

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from ..core.checks import check_run_name
 from ..core.io import comma_list, read_json, write_json
 from ..core.paths import (KAGGLE_INPUT, REPO_ROOT, competition_files, default_output_dir, detect_env,
                           resolve_data_path, sample_paths)
@@ -49,6 +50,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
             raise ValueError(f"profile must be one of {PROFILES}, got {self.profile!r}")
+        check_run_name(self.run_name)
         for name, value in self.PROFILE_DEFAULTS.get(self.profile, {}).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)

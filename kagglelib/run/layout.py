@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.io import comma_list
+from ..core.io import comma_list, read_csv_table
 from ..core.paths import KAGGLE_INPUT
 from ..data.frame import WINNER_COLUMNS
-from .store import RunError, verify_run
+from .store import RunError, manifest_hash, verify_run
 
 
 CONFIG = "config.json"
@@ -47,19 +47,14 @@ def heldout_file(run_dir: str | Path) -> Path | None:
 def heldout_predictions(run_dir: Path) -> pd.DataFrame | None:
     """A run's labelled held-out predictions (oof.csv or valid_preds.csv), or None."""
     path = heldout_file(run_dir)
-    df = pd.read_csv(path, dtype={"id": str}) if path is not None else None
+    df = read_csv_table(path) if path is not None else None
     return df if df is not None and "label" in df.columns else None
 
 
 def read_predictions(path: str | Path) -> pd.DataFrame:
     """A predictions CSV (id + the 3 winner columns, maybe label/fold), indexed by id as str (read as text:
     a zero-padded id such as ``007`` stays ``007``)."""
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    for col in df.columns.drop("id", errors="ignore"):
-        try:
-            df[col] = pd.to_numeric(df[col].replace("", np.nan))
-        except ValueError:   # a text column: kept as read
-            pass
+    df = read_csv_table(path)
     missing = [c for c in ["id", *WINNER_COLUMNS] if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}")
@@ -111,10 +106,20 @@ def find_run(name_or_path: str | Path, output_dir: str | Path | None = None) -> 
     candidates = [Path(name_or_path)]
     if output_dir is not None:
         candidates.append(Path(output_dir) / "runs" / str(name_or_path))
-    candidates += list(KAGGLE_INPUT.glob(f"*/runs/{name_or_path}")) + list(KAGGLE_INPUT.glob(f"*/{name_or_path}"))
     for c in candidates:
         if (c / CONFIG).exists():
             verify_run(c)   # refuses an unfinished run, one from mixed generations, or one without a manifest
             return c
+    attached = [c for c in [*KAGGLE_INPUT.glob(f"*/runs/{name_or_path}"), *KAGGLE_INPUT.glob(f"*/{name_or_path}")]
+                if (c / CONFIG).exists()]
+    candidates += attached
+    for c in attached:
+        verify_run(c)
+    generations = {manifest_hash(c) for c in attached}
+    if len(generations) > 1:   # two attached datasets, two generations: never pick one
+        raise RunError(f"{len(generations)} different runs named {str(name_or_path)!r} are attached: "
+                       f"{[str(c) for c in attached]}; remove the stale dataset or pass the run's folder")
+    if attached:
+        return attached[0]
     raise FileNotFoundError(f"run {name_or_path!r} not found (a folder with config.json); tried "
                             f"{[str(c) for c in candidates]}")

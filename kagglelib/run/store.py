@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..core.checks import check_run_name
 from ..core.io import read_json, write_json
 
 
@@ -56,8 +57,7 @@ def runs_root(output_dir: str | Path) -> Path:
 
 
 def _check_name(run_name: str) -> None:
-    if not run_name or "/" in run_name or "\\" in run_name or run_name in (".", "..") or run_name.startswith("."):
-        raise ValueError(f"run_name must be a plain folder name, got {run_name!r}")
+    check_run_name(run_name)
 
 
 def work_dir(output_dir: str | Path, run_name: str) -> Path:
@@ -236,6 +236,7 @@ def staged_run(output_dir: str | Path, run_name: str, main_process: bool = True)
     _check_name(run_name)
     root = runs_root(output_dir)
     final = root / run_name
+    check_not_linked(final)
     if not main_process:
         yield Staging(root / f".{run_name}.staging-rank", final, commit=False)
         return
@@ -250,6 +251,16 @@ def staged_run(output_dir: str | Path, run_name: str, main_process: bool = True)
         finally:
             if stage.path.exists():
                 shutil.rmtree(stage.path, ignore_errors=True)
+
+
+def check_not_linked(final: Path) -> None:
+    """A run folder that is a symbolic link is refused before the run starts: a commit replaces the folder by rename,
+    which would replace the link (the run landing beside it, the linked folder left stale). Link the output_dir or
+    its ``runs/`` folder instead: those are never renamed."""
+    if final.is_symlink():
+        raise RunError(f"run folder {final} is a symbolic link (to {os.readlink(final)}); a run is committed by "
+                       "renaming its folder, which would replace the link. Remove the link and point output_dir "
+                       "(or its runs/ folder) at that disk instead")
 
 
 def same_state(folder: Path, state: dict[str, Any]) -> bool:

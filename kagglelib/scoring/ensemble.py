@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
+from ..core.io import read_csv_table
 from ..data.frame import WINNER_COLUMNS, rule_masks, swap_labels, swap_probs
 from .calibration import apply_temperature, fit_temperature
 from .metrics import log_loss

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.io import write_csv
+from ..core.io import read_csv_table, write_csv
 from ..data.load import load_arena
 
 
@@ -46,7 +46,7 @@ def write_submission(ids: np.ndarray | list, probs: np.ndarray, path: str | Path
 def validate_submission(path: str | Path, test_path: str | Path, tol: float = 1e-6) -> pd.DataFrame:
     """Check a submission (either layout) against its test file; raise ValueError saying what is wrong."""
     path = Path(path)
-    sub = pd.read_csv(path, dtype={"id": str})
+    sub = read_csv_table(path)   # ids as written: a test id "NA" or "001" stays that text
     if list(sub.columns) not in (SUBMISSION_COLUMNS, WSDM_COLUMNS):
         raise ValueError(f"{path}: columns must be {SUBMISSION_COLUMNS} (Kaggle) or {WSDM_COLUMNS} (WSDM), "
                          f"got {list(sub.columns)}")
@@ -65,7 +65,7 @@ def validate_submission(path: str | Path, test_path: str | Path, tol: float = 1e
             raise ValueError(f"{path}: row {row} (id {sub_ids[row]}) column 'winner' must be model_a or model_b, "
                              f"got {sub['winner'].iloc[row]!r}")
         return sub
-    probs = sub[SUBMISSION_COLUMNS[1:]].to_numpy(dtype=np.float64)
+    probs = sub[SUBMISSION_COLUMNS[1:]].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(probs).all(axis=1) | (probs < 0).any(axis=1) | (probs > 1).any(axis=1)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from ..core.checks import check_settings
 from ..core.io import save_figure, write_csv, write_json
 from ..data.features import (EMBEDDING_SETTINGS, FeatureConfig, PairFeaturizer, length_columns, pair_embeddings,
                              save_featurizer, swap_features)
@@ -29,6 +30,7 @@ from ..models.tabular import clip_z, logreg_state, signed_log, symmetric_predict
 from ..run.config import RunConfig, save_config
 from ..run.info import provenance, write_heldout, write_run_info
 from ..run.layout import METRICS, OOF, PREDICTOR, SUBMISSION, TEST_PREDS
+from ..run.preflight import check_one_hot_folds
 from ..run.store import staged_run
 from ..scoring.calibration import apply_temperature, crossfit_temperature, fit_temperature
 from ..scoring.metrics import ab_accuracy, accuracy, log_loss, prior_probs, summarise
@@ -79,12 +81,17 @@ class BaselineConfig(RunConfig):
         "colab-a100": {"use_embeddings": True, "n_estimators": 5000, "learning_rate": 0.03},
     }
 
+    SETTING_RULES: ClassVar[dict[str, str]] = {
+        "n_folds": "int>=2", "seed": "int>=0", "max_train_rows": "int>=0", "n_estimators": "int>=1",
+        "learning_rate": "num>0", "num_leaves": "int>=2", "min_child_samples": "int>=1", "feature_fraction": "(0,1]",
+        "bagging_fraction": "(0,1]", "lambda_l2": "num>=0", "early_stopping_rounds": "int>=1", "num_threads": "int>=0",
+        "logreg_C": "num>0", "length_logreg_C": "num>0", "max_chars": "int>=1", "tfidf_chars": "int>=1"}
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
-        if self.n_folds < 2:
-            raise ValueError(f"n_folds must be >= 2, got {self.n_folds}")
+        check_settings(self, self.SETTING_RULES)
 
     @property
     def embedding_cache(self) -> Path:
@@ -157,7 +164,7 @@ def cv_logreg(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_f
     from sklearn.preprocessing import FunctionTransformer, StandardScaler
     from threadpoolctl import threadpool_limits
 
-    start = time.time()
+    start = time.monotonic()
     columns = list(columns or feats.columns)
     feats, test_feats = feats[columns], test_feats[columns]
     oof = np.zeros((len(feats), 3))
@@ -182,7 +189,7 @@ def cv_logreg(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_f
         if model_dir is not None:
             write_json(logreg_state(model, columns), model_dir / f"logreg_fold{k}.json")
     importance = pd.Series(np.mean(coefs, axis=0), index=columns).sort_values(ascending=False)
-    return CVResult(name, oof, test, importance, seconds=time.time() - start)
+    return CVResult(name, oof, test, importance, seconds=time.monotonic() - start)
 
 
 def cv_lgbm(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_feats: pd.DataFrame,
@@ -194,7 +201,7 @@ def cv_lgbm(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_fea
     """
     import lightgbm as lgb
 
-    start = time.time()
+    start = time.monotonic()
     oof = np.zeros((len(feats), 3))
     test = np.zeros((len(test_feats), 3))
     gains, best = [], []
@@ -220,7 +227,7 @@ def cv_lgbm(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_fea
         if model_dir is not None:
             booster.save_model(str(model_dir / f"lgbm_fold{k}.txt"), num_iteration=it)
     importance = pd.Series(np.mean(gains, axis=0), index=feats.columns).sort_values(ascending=False)
-    return CVResult("lgbm", oof, test, importance, best, time.time() - start)
+    return CVResult("lgbm", oof, test, importance, best, time.monotonic() - start)
 
 
 def build_features(train: pd.DataFrame, test: pd.DataFrame, cfg: BaselineConfig,
@@ -256,7 +263,7 @@ def run_baseline(cfg: BaselineConfig) -> dict[str, Any]:
 
 
 def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
-    start = time.time()
+    start = time.monotonic()
     save_config(cfg, run_dir, notebook="02_baseline")
     loaded = load_training(cfg.train_path)   # one file, or several de-duplicated across files
     layout = loaded.attrs["load_report"].layout   # "wsdm": A/B-only labels, submission id,winner
@@ -266,14 +273,15 @@ def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
         raise ValueError(f"{cfg.train_path}: no winner columns, cannot train")
     labels = train["label"].to_numpy()
     folds = make_folds(train, cfg.n_folds, cfg.seed)
+    check_one_hot_folds(train, folds, range(cfg.n_folds), cfg.train_path)   # before any feature is built
     # Soft rows (pseudo-labels) train as weighted expanded rows; metrics and temperature use the one-hot rows.
     soft = is_soft(train)
     targets = target_probs(train) if soft else None
     real = ~soft_rows(targets) if soft else np.ones(len(train), dtype=bool)
 
-    t0 = time.time()
+    t0 = time.monotonic()
     feats, test_feats = build_features(train, test, cfg, save_to=run_dir / "featurizer")
-    seconds_features = time.time() - t0
+    seconds_features = time.monotonic() - t0
 
     results: dict[str, CVResult] = {}
     results["length_only"] = cv_logreg(feats, labels, folds, test_feats, cfg.length_logreg_C,
@@ -335,7 +343,7 @@ def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
 
     for f in figures.values():  # closed so a notebook shows each once, when it displays the returned figure
         plt.close(f)
-    m["seconds"] = time.time() - start
+    m["seconds"] = time.monotonic() - start
     write_json(m, run_dir / METRICS)
     # Everything 05 needs to predict new rows from this folder alone (no train file, no stored path followed).
     write_json({"format": 1, "model": cfg.model, "featurizer": "featurizer", "temperature": temperature,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..core.checks import check_settings
 from ..core.io import read_json
 from ..models.spec import SMOKE_BACKBONES, spec_from, text_config_from
 from ..run.config import METADATA_KEYS, RunConfig, from_params
@@ -80,11 +81,24 @@ class TrainConfig(RunConfig):
     distill_temperature: float = 2.0       # T: both distributions softened by T
     teacher_other_data: bool = False       # True: the teacher never trained on these rows (skips the out-of-fold check)
 
+    # Range of every numeric setting (kagglelib.core.checks), checked once the profile has filled the Nones.
+    SETTING_RULES: ClassVar[dict[str, str]] = {
+        "head_layers": "int>=1", "head_dropout": "[0,1)", "lora_r": "int>=1", "lora_alpha": "num>0",
+        "lora_dropout": "[0,1)", "freeze_layers": "int>=0", "max_length": "int>=1", "prompt_tokens": "int>=0",
+        "response_tokens": "int>=1", "head_ratio": "[0,1]", "fold": "int>=0", "n_folds": "int>=2",
+        "fold_seed": "int>=0", "max_train_rows": "int>=0", "max_valid_rows": "int>=0", "epochs": "num>0",
+        "max_steps": "int>=0", "batch_size": "int>=1", "eval_batch_size": "int>=1", "grad_accum": "int>=1",
+        "lr": "num>0", "head_lr": "num>0", "weight_decay": "num>=0", "warmup_ratio": "[0,1]",
+        "label_smoothing": "[0,1)", "rdrop_alpha": "num>=0", "ema_decay": "[0,1)", "early_stopping_patience": "int>=0",
+        "eval_steps": "int>=0", "save_steps": "int>=0", "save_total_limit": "int>=1", "seed": "int>=0",
+        "logging_steps": "int>=1", "distill_alpha": "[0,1]", "distill_temperature": "num>0"}
+
     def __post_init__(self) -> None:
         super().__post_init__()
         missing = [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is None]
         if missing:
             raise ValueError(f"{type(self).__name__}: no value and no {self.profile} default for {missing}")
+        check_settings(self, self.SETTING_RULES)
         if self.swap_aug not in SWAP_MODES:
             raise ValueError(f"swap_aug must be one of {SWAP_MODES}, got {self.swap_aug!r}")
         if self.scheduler not in ("cosine", "linear"):

@@ -29,7 +29,7 @@ import pandas as pd
 from transformers import EarlyStoppingCallback, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from ..core.io import read_json, save_figure, write_json
+from ..core.io import read_csv_table, read_json, save_figure, write_json
 from ..data.frame import WINNER_COLUMNS, is_soft, rows_by_id, targets
 from ..models.build import build_model, count_parameters, init_head_bias, label_token_ids
 from ..models.forward import padding_side
@@ -38,6 +38,7 @@ from ..models.spec import spec_from
 from ..run.config import save_config
 from ..run.info import write_heldout, write_run_info
 from ..run.layout import LOSS_CURVE, METRICS, MODEL_DIR, OOF, RUN_INFO, VALID_PREDS
+from ..run.preflight import check_training_rows, check_unique_ids
 from ..run.store import files_sha256, runs_root, same_state, staged_run, work_dir, write_state
 from ..scoring.metrics import log_loss, prior_probs, summarise
 from ..scoring.plots import loss_curve
@@ -60,6 +61,8 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None,
     ``runs/.<run_name>.work/`` and are resumed only by a run with the same configuration and train file.
     """
     main_process = int(os.environ.get("RANK", "0")) == 0
+    df, folds = arena_with_folds(cfg)   # checked before any model loads: what would fail after the last fold
+    check_training_rows(cfg, df, folds, fold_list(cfg))
     with staged_run(cfg.output_dir, cfg.run_name, main_process) as stage:
         if cfg.folds:
             out = train_folds(cfg, stage.path, callbacks, interrupt_at_step)
@@ -84,7 +87,7 @@ def resume_state(cfg: TrainConfig) -> dict[str, Any]:
 def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | None,
            interrupt_at_step: int | None, work: Path | None = None) -> dict[str, Any]:
     """One fold's training into ``run_dir``; ``work`` (default ``runs/.<run_name>.work``) keeps its checkpoints."""
-    t0 = time.time()
+    t0 = time.monotonic()
     spec = spec_from(cfg)
     work = work if work is not None else work_dir(cfg.output_dir, cfg.run_name)
     ckpt_dir = work / "checkpoints"
@@ -136,7 +139,7 @@ def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | N
         result = trainer.train(resume_from_checkpoint=resume)
     except TrainingInterrupted as stop:
         # Remember the time spent so far, so the resumed run reports the whole training time.
-        write_json({"seconds": time.time() - t0}, ckpt_dir / "elapsed.json")
+        write_json({"seconds": time.monotonic() - t0}, ckpt_dir / "elapsed.json")
         return {"interrupted": True, "global_step": int(stop.args[0]), "checkpoint": get_last_checkpoint(str(ckpt_dir))}
     earlier = read_json(ckpt_dir / "elapsed.json")["seconds"] if resume and (ckpt_dir / "elapsed.json").exists() else 0.0
     if ema:
@@ -163,7 +166,7 @@ def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | N
         "train_loss": float(result.training_loss), "best_valid_log_loss": trainer.state.best_metric,
         "history": eval_hist, "train_history": train_hist, "trainable_params": trainable, "total_params": total,
         "world_size": world_size, "resumed_from": resume, "smoke": cfg.smoke, "backbone": cfg.backbone,
-        "task": cfg.task, "seconds": round(earlier + time.time() - t0, 2), "peak_memory_mb": round(_peak_memory_mb(), 1),
+        "task": cfg.task, "seconds": round(earlier + time.monotonic() - t0, 2), "peak_memory_mb": round(_peak_memory_mb(), 1),
         "data_warnings": data_warnings(cfg),   # e.g. no ties at all in the train file
         "data_report": splits.report, "teacher": cfg.teacher,
         "teacher_identity": teacher_identity(cfg) if cfg.teacher else None,
@@ -198,7 +201,7 @@ def train_folds(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback
     written once every fold is done. ``metrics.json`` holds the out-of-fold figures over every held-out row;
     inference averages the folds.
     """
-    t0 = time.time()
+    t0 = time.monotonic()
     ks = fold_list(cfg)
     main = int(os.environ.get("RANK", "0")) == 0
     work = work_dir(cfg.output_dir, cfg.run_name)
@@ -236,11 +239,7 @@ def train_folds(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback
     save_config(cfg, run_dir, smoke=cfg.smoke, fold_dirs=[f"fold{k}" for k in ks])
     shutil.copy2(run_dir / f"fold{ks[0]}" / RUN_INFO, run_dir / RUN_INFO)   # same layout and needs
     df, folds = arena_with_folds(cfg)
-    frames = [pd.read_csv(run_dir / f"fold{k}" / VALID_PREDS, dtype={"id": str}) for k in ks]
-    oof = pd.concat(frames, ignore_index=True)
-    # Back to train-file order.
-    position = pd.Series(np.arange(len(df)), index=df["id"].astype(str))
-    oof = oof.iloc[np.argsort(position.loc[oof["id"].astype(str)].to_numpy(), kind="stable")].reset_index(drop=True)
+    oof = oof_table(run_dir, ks, df)
     probs = oof[list(WINNER_COLUMNS)].to_numpy(dtype=np.float64)
     rows = rows_by_id(df, oof["id"])
     labels = targets(rows) if is_soft(rows) else rows["label"].to_numpy()
@@ -253,13 +252,21 @@ def train_folds(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback
                                                          "global_step", "seconds")}} for k, o in zip(ks, per_fold)],
         "smoke": cfg.smoke, "backbone": cfg.backbone, "task": cfg.task, "teacher": cfg.teacher,
         "data_report": per_fold[0].get("data_report"), "data_warnings": per_fold[0].get("data_warnings"),
-        "seconds": round(time.time() - t0, 2),
+        "seconds": round(time.monotonic() - t0, 2),
         "fold_seconds_total": round(sum(float(o.get("seconds") or 0) for o in per_fold), 2),
     }
     out["beats_prior"] = bool(out["valid_log_loss"] < out["prior_log_loss"])
     write_heldout(run_dir / OOF, rows, probs, oof["fold"].to_numpy())
     write_json(out, run_dir / METRICS)
     return out
+
+def oof_table(run_dir: Path, ks: list[int], df: pd.DataFrame) -> pd.DataFrame:
+    """The folds' held-out predictions (``fold<k>/valid_preds.csv``, ids read back as text) in train-file order."""
+    check_unique_ids(df, "train data", "the out-of-fold table is built by id")
+    oof = pd.concat([read_csv_table(run_dir / f"fold{k}" / VALID_PREDS) for k in ks], ignore_index=True)
+    position = pd.Series(np.arange(len(df)), index=df["id"].astype(str))
+    return oof.iloc[np.argsort(position.loc[oof["id"]].to_numpy(), kind="stable")].reset_index(drop=True)
+
 
 
 def main(argv: list[str] | None = None) -> int:
