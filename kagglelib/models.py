@@ -25,6 +25,7 @@ from torch import nn
 from . import paths
 from .io import comma_list
 from .text import LABEL_TOKENS, TextConfig
+from .versions import warn_on_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -613,7 +614,9 @@ def load_for_inference(run_dir: str | Path, device: str | torch.device | None = 
     if not model_dir.is_dir():
         raise FileNotFoundError(f"{model_dir} not found: the run has no saved model (did training finish?)")
     info_path = run_dir / "run_info.json"   # the base model's name, so no stored absolute path is followed
-    base_model = read_json(info_path).get("base_model") if info_path.exists() else None
+    info = read_json(info_path) if info_path.exists() else {}
+    base_model = info.get("base_model")
+    warn_on_mismatch(run_dir, info)   # trained with another torch/transformers/peft/... than this machine's
     if device is None:
         device = f"cuda:{local_rank()}" if torch.cuda.is_available() else "cpu"
     # Precision (and so the 4-bit compute dtype) follows the inference GPU, not the training one: an A100 bf16

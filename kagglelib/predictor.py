@@ -22,6 +22,7 @@ from .calibration import apply_temperature
 from .data import content_fingerprint, swap_probs
 from .features import load_featurizer, pair_embeddings, swap_features
 from .io import read_json, write_json
+from .versions import library_versions
 
 Predictor = Callable[[pd.DataFrame], np.ndarray]
 RUN_INFO = "run_info.json"
@@ -46,9 +47,9 @@ def provenance(train: pd.DataFrame, train_path: str | Path) -> dict[str, Any]:
 
 
 def write_run_info(run_dir: str | Path, kind: str, layout: str, source: dict[str, Any], **extra: Any) -> Path:
-    """Write ``run_info.json``: kind, label layout + submission columns, provenance and inference needs."""
+    """Write ``run_info.json``: kind, label layout + submission columns, provenance, library versions, needs."""
     info = {"format": 1, "kind": kind, "layout": layout, "submission_columns": SUBMISSION_COLUMNS[layout],
-            "heldout_rule_flags": list(RULE_FLAGS), "provenance": source, **extra}
+            "heldout_rule_flags": list(RULE_FLAGS), "provenance": source, "libraries": library_versions(), **extra}
     return write_json(info, Path(run_dir) / RUN_INFO)
 
 
