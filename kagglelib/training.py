@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import functools
 import json
 import logging
@@ -34,13 +35,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import SequentialSampler
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
 from transformers.trainer_utils import get_last_checkpoint
+from transformers.training_args import OptimizerNames
 
 from . import data, metrics, models, runs
 from .artifacts import METRICS
 from .calibration import softmax
 from .config import METADATA_KEYS, RunConfig, from_params, save_config
-from .io import read_json, save_figure, write_csv, write_json
+from .io import comma_list, read_json, save_figure, write_csv, write_json
 from .predict import forward_logits, pad_batch, padding_side
 from .predictor import provenance, rule_flags, write_run_info
 from .text import INSTRUCTION, encode_pairs
@@ -94,6 +97,7 @@ class TrainConfig(RunConfig):
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     scheduler: str | None = None           # cosine | linear
+    optim: str = "adamw_torch"             # Trainer optimizer name; paged_adamw_8bit (bitsandbytes, CUDA) as the public Gemma-2 QLoRA notebooks
     label_smoothing: float = 0.0
     swap_aug: str | None = None            # none | concat (both orders as rows) | pair (both orders in one batch)
     rdrop_alpha: float = 0.0               # > 0: R-Drop symmetric-KL weight
@@ -107,6 +111,7 @@ class TrainConfig(RunConfig):
     seed: int = 42
     logging_steps: int | None = None
     progress: bool = True                  # tqdm bars
+    report_to: str = "none"                # Trainer logging: none | tensorboard | wandb | all, or a comma list (logs in the work folder)
     # distillation: loss = (1 - alpha) * CE(labels) + alpha * T^2 * KL(teacher_T || student_T)
     teacher: str = ""                      # "" = none; a run (its oof.csv / valid_preds.csv) or a CSV id,winner_model_a,...
     distill_alpha: float = 0.5             # weight of the teacher term
@@ -122,6 +127,7 @@ class TrainConfig(RunConfig):
             raise ValueError(f"swap_aug must be one of {SWAP_MODES}, got {self.swap_aug!r}")
         if self.scheduler not in ("cosine", "linear"):
             raise ValueError(f"scheduler must be cosine or linear, got {self.scheduler!r}")
+        check_trainer_options(self.optim, self.report_to)
         if not 0 <= self.fold < self.n_folds:
             raise ValueError(f"fold must be in [0, {self.n_folds}), got {self.fold}")
         self.folds = ",".join(map(str, self.folds)) if isinstance(self.folds, (list, tuple)) else str(self.folds)
@@ -626,18 +632,20 @@ def training_argument_kwargs(cfg: TrainConfig, n_train_rows: int, world_size: in
         raise ValueError(f"early stopping restores the best checkpoint: save_steps ({save_steps}) must be a "
                          f"multiple of eval_steps ({eval_steps})")
     cuda = torch.cuda.is_available()
+    if optimizer_needs_cuda(cfg.optim) and not cuda:
+        raise ValueError(f"optim={cfg.optim!r} is a bitsandbytes optimizer (CUDA only); on CPU use adamw_torch")
     kwargs: dict[str, Any] = dict(
         output_dir=str(out_dir), per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.eval_batch_size, gradient_accumulation_steps=cfg.grad_accum,
         num_train_epochs=cfg.epochs, max_steps=total, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
         # Whole steps: warmup_ratio was removed in 5.x and a float warmup_steps means a ratio only there.
-        lr_scheduler_type=cfg.scheduler, warmup_steps=int(np.ceil(total * cfg.warmup_ratio)), optim="adamw_torch",
+        lr_scheduler_type=cfg.scheduler, warmup_steps=int(np.ceil(total * cfg.warmup_ratio)), optim=cfg.optim,
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not cuda,
         eval_strategy="steps", eval_steps=eval_steps,
         save_strategy="steps", save_steps=save_steps, save_total_limit=cfg.save_total_limit,
         load_best_model_at_end=load_best, metric_for_best_model="log_loss", greater_is_better=False,
         logging_steps=min(cfg.logging_steps, max(1, eval_steps)), logging_first_step=True,
-        label_names=["labels"], remove_unused_columns=False, report_to="none", seed=cfg.seed, data_seed=cfg.seed,
+        label_names=["labels"], remove_unused_columns=False, report_to=report_targets(cfg.report_to), seed=cfg.seed, data_seed=cfg.seed,
         disable_tqdm=not cfg.progress, dataloader_num_workers=0,
         ddp_backend="gloo" if world_size > 1 and not cuda else None, ddp_find_unused_parameters=False)
     # QLoRA enables checkpointing in prepare_model_for_kbit_training already.
@@ -656,6 +664,34 @@ def training_argument_kwargs(cfg: TrainConfig, n_train_rows: int, world_size: in
         raise TypeError(f"TrainingArguments of transformers {transformers_version()} lacks {unknown}; "
                         "requirements.txt states the supported range")
     return kwargs
+
+
+def check_trainer_options(optim: str, report_to: str) -> None:
+    """``optim`` must be one of the installed Trainer's optimizer names, ``report_to`` its integrations."""
+    names = [o.value for o in OptimizerNames]
+    if optim not in names:
+        close = difflib.get_close_matches(optim, names, 3)
+        raise ValueError(f"optim {optim!r} is not an optimizer of transformers {transformers_version()}"
+                         f"{f' (did you mean {close}?)' if close else ''}; one of {names}")
+    unknown = [r for r in comma_list(report_to) if r not in ("none", "all", *INTEGRATION_TO_CALLBACK)]
+    if unknown:
+        raise ValueError(f"report_to: {unknown} not Trainer integrations; use none, all or {sorted(INTEGRATION_TO_CALLBACK)}")
+
+
+def report_targets(report_to: str) -> str | list[str]:
+    """The ``report_to`` TrainingArguments takes: "none", "all" or a list of integration names."""
+    targets = comma_list(report_to)
+    return targets[0] if targets in (["none"], ["all"]) else (targets or "none")
+
+
+# The Trainer optimizers transformers builds from bitsandbytes (CUDA only here; paged ones use CUDA unified memory).
+BNB_OPTIMIZERS = ("adamw_bnb_8bit", "adamw_8bit", "ademamix", "ademamix_8bit", "lion_8bit", "lion_32bit",
+                  "rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit")
+
+
+def optimizer_needs_cuda(optim: str) -> bool:
+    """True for the bitsandbytes optimizers (8-bit or paged states)."""
+    return optim in BNB_OPTIMIZERS or optim.startswith("paged_")
 
 
 def transformers_version() -> str:
