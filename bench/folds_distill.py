@@ -81,7 +81,7 @@ def main() -> None:
         res[run] = figure(run)
     y, plain = heldout("minilm_all")
     diff = row_losses(y, heldout("minilm_all_distill")[1]) - row_losses(y, plain)
-    boot = diff[np.random.default_rng(0).integers(0, len(y), (2000, len(y)))].mean(axis=1)
+    boot = metrics.bootstrap_means(diff, 2000, 0)
     res["distill_minus_plain"] = {"mean": float(diff.mean()), "ci95": np.percentile(boot, [2.5, 97.5]).tolist()}
     for name, runs in (("blend_base_minilm", "baseline,minilm_all"), ("blend_base_only", "baseline")):
         s = run_inference(InferenceConfig(output_dir=str(OUT), run_name=name, runs=runs, profile="cpu-sample"))

@@ -56,10 +56,8 @@ class AblationConfig(RunConfig):
 
 def bootstrap_log_loss(labels: np.ndarray, probs: np.ndarray, n: int = 1000, seed: int = 0) -> tuple[float, float]:
     """95% percentile interval of the log loss over bootstrap resamples of the rows."""
-    rng = np.random.default_rng(seed)
     p = metrics.normalise(probs)
-    per_row = -np.log(p[np.arange(len(labels)), labels])
-    means = per_row[rng.integers(0, len(labels), size=(n, len(labels)))].mean(axis=1)
+    means = metrics.bootstrap_means(-np.log(p[np.arange(len(labels)), labels]), n, seed)
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
