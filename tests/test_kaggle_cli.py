@@ -9,7 +9,7 @@ import pytest
 
 from kaggle_cli import cli_version, commands_in, run_cli
 from kagglelib import packaging
-from kagglelib.io import write_json, write_text
+from kagglelib.core.io import write_json, write_text
 
 COMP = "llm-classification-finetuning"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kagglelib import paths
+from kagglelib.core import paths
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_PY = r'''#!/usr/bin/env bash

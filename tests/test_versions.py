@@ -6,9 +6,11 @@ import warnings
 import pytest
 import torch
 
-from kagglelib import models, versions
-from kagglelib.io import read_json, write_json
-from kagglelib.predictor import write_run_info
+from kagglelib.core import versions
+from kagglelib.core.io import read_json, write_json
+from kagglelib.models.build import build_model
+from kagglelib.models.saved import load_for_inference
+from kagglelib.run.info import write_run_info
 from test_models import _save_run, tiny
 
 
@@ -34,14 +36,14 @@ def test_run_info_records_the_installed_versions(tmp_path):
 
 def test_loading_a_run_made_with_other_versions_warns(tmp_path):
     spec = tiny(backbone="tiny-deberta", use_lora=False)
-    model, tok = models.build_model(spec)
+    model, tok = build_model(spec)
     run = _save_run(tmp_path, spec, model, tok, None)
     write_run_info(run, "transformer", "kaggle", {})
     with warnings.catch_warnings():
         warnings.simplefilter("error")   # same versions: no warning
-        models.load_for_inference(run, device="cpu")
+        load_for_inference(run, device="cpu")
     info = read_json(run / "run_info.json")
     write_json({**info, "libraries": {**info["libraries"], "transformers": "4.56.0", "peft": "0.1.0"}},
                run / "run_info.json")
     with pytest.warns(UserWarning, match=r"transformers 4\.56\.0 \(run\) vs .* peft 0\.1\.0 \(run\)"):
-        models.load_for_inference(run, device="cpu")
+        load_for_inference(run, device="cpu")
