@@ -11,6 +11,7 @@ import io
 import os
 import shlex
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +19,9 @@ from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
-import pytest
-
-kaggle = pytest.importorskip("kaggle", reason="the kaggle CLI is a test dependency (requirements-dev.txt)")
+# Importing kaggle reads (and creates) its config folder: a temporary one unless the user set theirs.
+os.environ.setdefault("KAGGLE_CONFIG_DIR", tempfile.mkdtemp(prefix="kaggle-config-"))
+import kaggle  # noqa: E402  a test dependency (requirements-dev.txt): missing, the tests fail rather than skip
 from kaggle import cli  # noqa: E402
 from kaggle.api.kaggle_api_extended import KaggleApi  # noqa: E402
 from requests import HTTPError, Response  # noqa: E402
