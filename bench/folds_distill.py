@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kagglelib.data.frame import WINNER_COLUMNS, rows_by_id, targets
 from kagglelib.data.load import load_arena
 from kagglelib.inference.pseudo import pseudo_label
-from kagglelib.scoring.metrics import log_loss, normalise, prior_probs
+from kagglelib.scoring.metrics import bootstrap_means, log_loss, normalise, prior_probs
 from kagglelib.analysis.ablation import bootstrap_log_loss
 from kagglelib.run.layout import heldout_predictions, labels_and_probs
 from kagglelib.training.baseline import BaselineConfig, run_baseline
@@ -86,7 +86,7 @@ def main() -> None:
         res[run] = figure(run)
     y, plain = heldout("minilm_all")
     diff = row_losses(y, heldout("minilm_all_distill")[1]) - row_losses(y, plain)
-    boot = diff[np.random.default_rng(0).integers(0, len(y), (2000, len(y)))].mean(axis=1)
+    boot = bootstrap_means(diff, 2000, 0)
     res["distill_minus_plain"] = {"mean": float(diff.mean()), "ci95": np.percentile(boot, [2.5, 97.5]).tolist()}
     for name, runs in (("blend_base_minilm", "baseline,minilm_all"), ("blend_base_only", "baseline")):
         s = run_inference(InferenceConfig(output_dir=str(OUT), run_name=name, runs=runs, profile="cpu-sample"))

@@ -11,9 +11,12 @@ writes ``<output-dir>/kaggle/``:
   extras; they are downloaded once into ``<output-dir>/cache/wheels`` and installed offline in the kernel;
 - ``kernel/``: ``05_tta_inference.ipynb`` with the runs and the Kaggle profile filled in and, when wheels
   are bundled, a first code cell installing them with ``pip --no-index``; ``kernel-metadata.json``
-  (competition + dataset + model sources, GPU on, internet off);
+  (competition + dataset + model sources, two T4s, internet off);
 - ``COMMANDS.txt``: the ``kaggle`` CLI steps: upload the dataset, push the kernel, submit its version
   (a code competition is submitted as a kernel version, not as an uploaded CSV).
+
+Every printed command and both metadata files are checked against the real ``kaggle`` CLI's parser and
+validation in ``tests/test_kaggle_cli.py`` (kaggle 2.2.5, network stubbed).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from shlex import quote
 
 from packaging.requirements import Requirement
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
@@ -38,6 +42,18 @@ from .run.store import MANIFEST, verify_run
 
 
 COMPETITION = COMPETITIONS[0]
+KAGGLE_PYTHON = "3.12"   # the Python of Kaggle's image: compiled wheels are fetched for it
+# The accelerator `kaggle kernels push` sends as machine_shape: "NvidiaTeslaT4" is GPU T4 x2 (kaggle 2.2.5 help
+# and docs; older help texts named "NvidiaTeslaT4Highmem"). Without it the server picks the GPU, and 05's time
+# plan assumes both T4s.
+MACHINE_SHAPE = "NvidiaTeslaT4"
+# Kaggle Models handles (owner/model/framework/variation/version) of the LoRA bases the profiles use: a kernel's
+# model_sources take these, never a Hugging Face id. Keyed by the Hugging Face id and by its last part.
+KAGGLE_MODEL_HANDLES = {
+    "google/gemma-2-2b-it": "google/gemma-2/transformers/gemma-2-2b-it/2",
+    "google/gemma-2-9b-it": "google/gemma-2/transformers/gemma-2-9b-it/2",
+}
+SUBMISSION_FILE = "submission.csv"   # what the kernel writes to /kaggle/working (05)
 
 
 def copy_run(run_dir: Path, dest: Path) -> Path:
@@ -73,7 +89,7 @@ def _wheel_key(name: str) -> str:
     return re.sub(r"[-_.]+", "_", re.split(r"[<>=!~\[; ]", name, maxsplit=1)[0]).lower()
 
 
-def download_wheels(packages: list[str], dest: Path, cache: Path, python_version: str = "3.11") -> list[str]:
+def download_wheels(packages: list[str], dest: Path, cache: Path, python_version: str = KAGGLE_PYTHON) -> list[str]:
     """Wheels (no deps) for Kaggle's Python into ``dest``; each is fetched with ``pip download`` once into ``cache``."""
     dest.mkdir(parents=True, exist_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
@@ -148,6 +164,68 @@ def kernel_notebook(runs: list[str], dataset_slug: str, has_wheels: bool) -> dic
     return nb
 
 
+def dataset_metadata(user: str, dataset_slug: str = DATASET_SLUG) -> dict:
+    """``dataset-metadata.json``: id, title (6-50 characters, as ``kaggle datasets create`` checks), one licence."""
+    return {"title": dataset_slug, "id": f"{user}/{dataset_slug}", "licenses": [{"name": "apache-2.0"}]}
+
+
+def kernel_metadata(user: str, kernel_slug: str, dataset_slug: str, competition: str,
+                    model_sources: list[str]) -> dict:
+    """``kernel-metadata.json``: the 05 notebook, private, internet off, two T4s, its data and model sources."""
+    return {"id": f"{user}/{kernel_slug}", "title": kernel_slug, "code_file": "05_tta_inference.ipynb",
+            "language": "python", "kernel_type": "notebook", "is_private": True, "enable_gpu": True,
+            "enable_internet": False, "machine_shape": MACHINE_SHAPE, "dataset_sources": [f"{user}/{dataset_slug}"],
+            "competition_sources": [competition], "kernel_sources": [], "model_sources": list(model_sources)}
+
+
+def check_model_handle(handle: str) -> str:
+    """A Kaggle Models handle ``owner/model/framework/variation/version``; a clear error for anything else."""
+    parts = handle.split("/")
+    if len(parts) != 5 or not all(parts) or not parts[4].isdigit():
+        known = KAGGLE_MODEL_HANDLES.get(handle) or KAGGLE_MODEL_HANDLES.get(f"google/{handle}")
+        hint = f" (for {handle} that is {known})" if known else ""
+        raise ValueError(f"model source {handle!r} is not a Kaggle Models handle "
+                         f"owner/model/framework/variation/version{hint}; `kaggle kernels push` rejects it. "
+                         "Find the handle on the model's Kaggle page (Copy the path of a version).")
+    return handle
+
+
+def model_sources_for(bases: dict[str, str], given: list[str] | None) -> list[str]:
+    """The kernel's model sources: the handles given, else the known handle of each run's LoRA base."""
+    if given:
+        return [check_model_handle(h) for h in given]
+    found = [KAGGLE_MODEL_HANDLES.get(b) or KAGGLE_MODEL_HANDLES.get(f"google/{b}") for b in bases.values()]
+    return list(dict.fromkeys(h for h in found if h))
+
+
+def kaggle_commands(dataset: Path, kernel: Path, user: str, kernel_slug: str, dataset_slug: str, competition: str,
+                    n_wheels: int, bases: dict[str, str], model_sources: list[str]) -> list[str]:
+    """COMMANDS.txt: the ``kaggle`` CLI steps (their syntax is checked with the real CLI by the tests)."""
+    unknown = {run: base for run, base in bases.items()
+               if not (KAGGLE_MODEL_HANDLES.get(base) or KAGGLE_MODEL_HANDLES.get(f"google/{base}"))}
+    lora = []
+    if model_sources:
+        lora.append(f"# LoRA bases attached to the kernel (model_sources in kernel-metadata.json): {model_sources}")
+    if unknown and not model_sources:
+        lora.append(f"# LoRA runs load their base model by name: {unknown}. Attach each as a Kaggle Model: rerun the "
+                    "packager with --model-sources OWNER/MODEL/FRAMEWORK/VARIATION/VERSION (a Kaggle Models "
+                    "handle, not a Hugging Face id), or 'Add Input' on the kernel page.")
+    return [
+        f"# 1. Upload the dataset ({dataset_slug}: kagglelib, runs, {n_wheels} wheel(s)). First time:",
+        f"kaggle datasets create -p {quote(str(dataset))} --dir-mode zip",
+        f"#    later: kaggle datasets version -p {quote(str(dataset))} -m 'new runs' --dir-mode zip",
+        *lora,
+        f"# 2. Push the kernel (GPU T4 x2, internet off); Kaggle runs it and writes /kaggle/working/{SUBMISSION_FILE}.",
+        "#    It prints 'Kernel version N successfully pushed': N is the VERSION of step 3.",
+        f"kaggle kernels push -p {quote(str(kernel))}",
+        f"kaggle kernels status {user}/{kernel_slug}",
+        "# 3. Submit: a code competition scores the kernel version (Kaggle re-runs it on the hidden test set).",
+        "#    Replace VERSION by the number step 2 printed; or press 'Submit' on the kernel page (Output tab).",
+        f"kaggle competitions submit {competition} -f {SUBMISSION_FILE} -k {user}/{kernel_slug} -v VERSION "
+        "-m 'swap-TTA ensemble'",
+    ]
+
+
 def package(runs: list[str], user: str, out: Path, output_dir: Path, wheels: list[str],
             dataset_slug: str = DATASET_SLUG, kernel_slug: str = "arena-pref-inference",
             model_sources: list[str] | None = None, competition: str | None = None,
@@ -164,6 +242,8 @@ def package(runs: list[str], user: str, out: Path, output_dir: Path, wheels: lis
     if competition is None:   # WSDM-layout runs belong to the WSDM Cup; everything else to the Kaggle 3-class one
         wsdm = {n.get("layout") for n in needs.values()} == {"wsdm"}
         competition = "wsdm-cup-multilingual-chatbot-arena" if wsdm else COMPETITION
+    bases = {name: n["base_model"] for name, n in needs.items() if n.get("base_model")}
+    sources = model_sources_for(bases, model_sources)   # a bad handle fails before anything is copied
     packages = list(dict.fromkeys([p for n in needs.values() for p in n["packages"]] + list(wheels)))
     dataset, kernel = out / "dataset", out / "kernel"
     for d in (dataset, kernel):
@@ -174,30 +254,12 @@ def package(runs: list[str], user: str, out: Path, output_dir: Path, wheels: lis
     for run_dir in run_dirs:
         copy_run(run_dir, dataset / "runs")
     files = download_wheels(packages, dataset / "wheels", wheel_cache or Path(output_dir) / "cache" / "wheels")
-    write_json({"title": dataset_slug, "id": f"{user}/{dataset_slug}", "licenses": [{"name": "apache-2.0"}]},
-               dataset / "dataset-metadata.json")
+    write_json(dataset_metadata(user, dataset_slug), dataset / "dataset-metadata.json")
     nb = kernel_notebook([d.name for d in run_dirs], dataset_slug, bool(files))
     write_text(json.dumps(nb, indent=1, ensure_ascii=False), kernel / "05_tta_inference.ipynb")
-    write_json({"id": f"{user}/{kernel_slug}", "title": kernel_slug, "code_file": "05_tta_inference.ipynb",
-                "language": "python", "kernel_type": "notebook", "is_private": True, "enable_gpu": True,
-                "enable_internet": False, "dataset_sources": [f"{user}/{dataset_slug}"],
-                "competition_sources": [competition], "kernel_sources": [],
-                "model_sources": list(model_sources or [])}, kernel / "kernel-metadata.json")
-    bases = {name: n["base_model"] for name, n in needs.items() if n.get("base_model")}
-    commands = [
-        f"# 1. Upload the dataset ({dataset_slug}: kagglelib, runs, {len(files)} wheel(s)). First time:",
-        f"kaggle datasets create -p {dataset} --dir-mode zip",
-        f"#    later: kaggle datasets version -p {dataset} -m 'new runs' --dir-mode zip",
-        *([f"# LoRA runs load their base model by name: attach it to the kernel (--model-sources, or 'Add Input' "
-           f"on the kernel page): {bases}"] if bases else []),
-        "# 2. Push the kernel; Kaggle runs it offline (internet off) and writes /kaggle/working/submission.csv",
-        f"kaggle kernels push -p {kernel}",
-        f"kaggle kernels status {user}/{kernel_slug}",
-        "# 3. Submit: a code competition scores the kernel version (Kaggle re-runs it on the hidden test set).",
-        "#    VERSION = the version number `kernels push` created (shown on the kernel page); or press 'Submit'",
-        "#    on the kernel page (Output tab) instead.",
-        f"kaggle competitions submit -c {competition} -k {user}/{kernel_slug} -v VERSION -m 'swap-TTA ensemble'",
-    ]
+    write_json(kernel_metadata(user, kernel_slug, dataset_slug, competition, sources), kernel / "kernel-metadata.json")
+    commands = kaggle_commands(dataset, kernel, user, kernel_slug, dataset_slug, competition, len(files), bases,
+                               sources)
     write_text("\n".join(commands) + "\n", out / "COMMANDS.txt")
     return out
 
@@ -211,7 +273,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="", help="package folder (default <output-dir>/kaggle)")
     ap.add_argument("--wheels", default="", help="comma list of extra packages Kaggle lacks (the runs' own needs "
                                                  "are added automatically)")
-    ap.add_argument("--model-sources", default="", help="comma list of Kaggle model handles for LoRA bases")
+    ap.add_argument("--model-sources", default="", help="comma list of Kaggle Models handles for LoRA bases "
+                    "(owner/model/framework/variation/version; default: the known handle of each run's base)")
     ap.add_argument("--competition", default=None, choices=COMPETITIONS,
                     help=f"default: the WSDM Cup for WSDM-layout runs, else {COMPETITION}")
     args = ap.parse_args(argv)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import papermill as pm
 import pytest
+from kaggle_cli import commands_in, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.notebooks]
 
@@ -65,8 +66,14 @@ def test_packaged_kernel_reproduces_the_submission_offline(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     package = out / "kaggle"
     assert not (package / "dataset" / "wheels").exists() or not list((package / "dataset" / "wheels").iterdir())
-    assert "kaggle competitions submit -c llm-classification-finetuning -k me/arena-pref-inference -v" in (
-        package / "COMMANDS.txt").read_text()
+    # Every command the packager printed, as printed, through the real kaggle CLI (network stubbed).
+    commands = commands_in((package / "COMMANDS.txt").read_text())
+    assert f"kaggle competitions submit {COMPETITION} -f submission.csv -k me/arena-pref-inference -v VERSION" in (
+        "\n".join(commands))
+    for command in commands:
+        result = run_cli(command.replace("VERSION", "1"), tmp_path, tmp_path / "kaggle_cfg")
+        assert result.code == 0 and "error" not in result.out.lower(), (command, result.out)
+    assert json.loads((package / "kernel" / "kernel-metadata.json").read_text())["machine_shape"] == "NvidiaTeslaT4"
 
     # The simulated Kaggle: the packaged dataset, the competition files, a decoy dataset with its own train.csv.
     kaggle = tmp_path / "kaggle"

@@ -184,7 +184,12 @@ def test_kaggle_package(tmp_path):
     assert "--no-index" in "".join(cells[1]["source"]) and "arena-pref-runs" in "".join(cells[1]["source"])
     commands = (out / "COMMANDS.txt").read_text()
     assert "kaggle kernels push -p" in commands and "-k me/arena-pref-inference -v VERSION" in commands
-    assert " -f " not in commands      # a code competition: the kernel version is submitted, not a CSV
+    # A code competition submits the kernel version; the CLI also wants the file the kernel writes (-f).
+    assert "-f submission.csv -k me/arena-pref-inference" in commands and meta["machine_shape"] == "NvidiaTeslaT4"
+    from kaggle_cli import commands_in, run_cli   # every printed line through the real kaggle CLI (offline)
+    for command in commands_in(commands):
+        result = run_cli(command.replace("VERSION", "2"), tmp_path, tmp_path / "kaggle_cfg")
+        assert result.code == 0 and "error" not in result.out.lower(), (command, result.out)
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """Text template/truncation, Kaggle metrics, submission writing and validation, paths."""
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from conftest import TEST
 from kagglelib.core import paths
 from kagglelib.core.paths import REPO_ROOT, default_output_dir, detect_env, resolve_data_path
 from kagglelib.run.layout import run_dir
-from kagglelib.scoring.metrics import ab_accuracy, accuracy, log_loss, per_class_accuracy, prior_probs
+from kagglelib.scoring.metrics import ab_accuracy, accuracy, bootstrap_means, log_loss, per_class_accuracy, prior_probs
 from kagglelib.scoring.submission import validate_submission, write_submission
 from kagglelib.data.text import TextConfig, encode_pairs, head_tail, head_tail_text, special_template
 
@@ -151,3 +152,17 @@ def test_paths_resolve(tmp_path, monkeypatch):
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
     assert detect_env() == "kaggle"
     assert default_output_dir() == Path("/kaggle/working/outputs")
+
+
+def test_bootstrap_in_chunks_draws_as_one_matrix_and_bounds_memory():
+    values = np.random.default_rng(1).gamma(1.0, size=1_000)
+    whole = values[np.random.default_rng(3).integers(0, 1_000, size=(300, 1_000))].mean(axis=1)
+    np.testing.assert_array_equal(bootstrap_means(values, 300, seed=3, max_cells=7_000), whole)  # 7 draws a chunk
+    np.testing.assert_array_equal(bootstrap_means(values, 300, seed=3), whole)
+    # 57k rows x 1,000 draws: the chunks' peak stays far below the 460 MB one index matrix would take.
+    big = np.random.default_rng(0).random(57_477)
+    tracemalloc.start()
+    means = bootstrap_means(big, 1_000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 100e6 and len(means) == 1_000 and abs(means.mean() - big.mean()) < 0.01

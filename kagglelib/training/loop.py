@@ -19,7 +19,7 @@ from ..models.forward import forward_logits
 from ..models.spec import HEAD_NAMES
 from ..scoring.calibration import softmax
 from ..scoring.metrics import accuracy, log_loss
-from .config import TrainConfig
+from .config import TrainConfig, optimizer_needs_cuda, report_targets
 
 
 def probs_from_predictions(predictions: Any) -> np.ndarray:
@@ -236,18 +236,21 @@ def training_argument_kwargs(cfg: TrainConfig, n_train_rows: int, world_size: in
         raise ValueError(f"early stopping restores the best checkpoint: save_steps ({save_steps}) must be a "
                          f"multiple of eval_steps ({eval_steps})")
     cuda = torch.cuda.is_available()
+    if optimizer_needs_cuda(cfg.optim) and not cuda:
+        raise ValueError(f"optim={cfg.optim!r} is a bitsandbytes optimizer (CUDA only); on CPU use adamw_torch")
     kwargs: dict[str, Any] = dict(
         output_dir=str(out_dir), per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.eval_batch_size, gradient_accumulation_steps=cfg.grad_accum,
         num_train_epochs=cfg.epochs, max_steps=total, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
         # Whole steps: warmup_ratio was removed in 5.x and a float warmup_steps means a ratio only there.
-        lr_scheduler_type=cfg.scheduler, warmup_steps=int(np.ceil(total * cfg.warmup_ratio)), optim="adamw_torch",
+        lr_scheduler_type=cfg.scheduler, warmup_steps=int(np.ceil(total * cfg.warmup_ratio)), optim=cfg.optim,
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not cuda,
         eval_strategy="steps", eval_steps=eval_steps,
         save_strategy="steps", save_steps=save_steps, save_total_limit=cfg.save_total_limit,
         load_best_model_at_end=load_best, metric_for_best_model="log_loss", greater_is_better=False,
         logging_steps=min(cfg.logging_steps, max(1, eval_steps)), logging_first_step=True,
-        label_names=["labels"], remove_unused_columns=False, report_to="none", seed=cfg.seed, data_seed=cfg.seed,
+        label_names=["labels"], remove_unused_columns=False, report_to=report_targets(cfg.report_to),
+        seed=cfg.seed, data_seed=cfg.seed,
         disable_tqdm=not cfg.progress, dataloader_num_workers=0,
         ddp_backend="gloo" if world_size > 1 and not cuda else None, ddp_find_unused_parameters=False)
     # QLoRA enables checkpointing in prepare_model_for_kbit_training already.
