@@ -534,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
             row["skipped"] = skip + (f" ({bnb})" if "bitsandbytes" in skip else "")
         elif used + longest > a.budget_s:
             row["skipped"] = (f"budget: {used:.0f} s used + {longest:.0f} s (the longest check so far) > "
-                              f"--budget-s {a.budget_s:.0f}")
+                              f"--budget-s {a.budget_s:g}")
         else:
             t0 = time.perf_counter()
             try:

@@ -65,5 +65,6 @@ def test_a_stopped_run_leaves_its_files(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads((budget / "gpu_check.json").read_text())
     rows = report["rows"]
-    assert [r["check"] for r in rows] == only.split(",") and report["complete"] and report["budget_s"] == 0.5
+    assert [r["check"] for r in rows] == ["train_2b_fp16_lora", "padding_equals_single_rows", "infer_2b_fp16"]
+    assert report["complete"] and report["budget_s"] == 0.5 and "--budget-s 0.5" in rows[1]["skipped"]
     assert rows[0]["ok"] and all(r["skipped"].startswith("budget:") for r in rows[1:])
