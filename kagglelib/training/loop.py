@@ -287,7 +287,7 @@ def one_gpu_per_process(args: TrainingArguments, world_size: int) -> TrainingArg
     models too), so each step would consume ``n_gpu`` per-device batches and train more rows than planned.
     :mod:`kagglelib.training.launch` runs one process per GPU instead; a run kept in this process uses cuda:0.
     """
-    if world_size == 1 and args.n_gpu > 1:
+    if world_size == 1 and getattr(args, "n_gpu", 1) > 1:   # (getattr: tests pass stand-in argument objects)
         log.warning("%d GPUs visible to one process: training on %s only (kagglelib.training.launch.train uses all "
                     "of them, one process per GPU)", args.n_gpu, args.device)
         args._n_gpu = 1   # what the Trainer itself does for a model-parallel model (trainer.py, is_model_parallel)
