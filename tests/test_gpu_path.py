@@ -144,20 +144,57 @@ def test_auto_precision_on_a_t4_is_fp16(monkeypatch):
 
 def test_attention_choice():
     choose = choose_attention
-    assert choose("gemma2", T4, (2, 7)) == "eager"               # flash-attn installed on a T4: never used
-    assert choose("gemma2", A100, (2, 7)) == "flash_attention_2"
-    assert choose("gemma2", A100, (2, 5)) == "eager"             # no softcapping before 2.6
-    assert choose("gemma2", A100, None) == "eager"
-    assert choose("gemma2", A100, (2, 7), supports_flash=False) == "eager"
-    assert choose("gemma2", None, (2, 7)) == "eager"
-    assert choose("deberta-v2", A100, (2, 7)) is None            # library default
-    with pytest.raises(ValueError, match="sdpa"):
+    new_torch = dict(torch_version=(2, 6))
+    assert choose("gemma2", T4, (2, 7), **new_torch) == "eager"     # neither flash-attn nor flex on a T4
+    assert choose("gemma2", A100, (2, 7), **new_torch) == "flash_attention_2"
+    assert choose("gemma2", A100, (2, 5), **new_torch) == "flex_attention"   # flash-attn without softcapping
+    assert choose("gemma2", A100, None, **new_torch) == "flex_attention"     # no flash-attn: flex keeps softcapping
+    assert choose("gemma2", (9, 0), None, **new_torch) == "flex_attention"
+    assert choose("gemma2", A100, None, torch_version=(2, 4)) == "eager"    # no flex before torch 2.5
+    assert choose("gemma2", A100, None) == "eager"                           # torch version unknown
+    assert choose("gemma2", A100, None, supports_flex=False, **new_torch) == "eager"
+    assert choose("gemma2", A100, (2, 7), supports_flash=False, **new_torch) == "flex_attention"
+    assert choose("gemma2", None, (2, 7), **new_torch) == "eager"
+    assert choose("deberta-v2", A100, (2, 7), **new_torch) is None           # library default
+    with pytest.raises(ValueError, match="silently drop the softcapping"):
         choose("gemma2", A100, None, "sdpa")
     with pytest.raises(ValueError, match="compute capability"):
         choose("gemma2", T4, (2, 7), "flash_attention_2")
+    with pytest.raises(ValueError, match="torch >= "):
+        choose("gemma2", A100, None, "flex_attention", torch_version=(2, 4))
+    assert choose("gemma2", A100, None, "flex_attention", **new_torch) == "flex_attention"
     assert choose("gemma2", A100, (2, 7), "eager") == "eager"
-    with pytest.raises(ValueError, match="sdpa"):
+    with pytest.raises(ValueError, match="4.56-5.17 accept sdpa"):
         ModelSpec(backbone="google/gemma-2-9b-it", attn_implementation="sdpa")
+
+
+@pytest.mark.slow
+def test_flex_attention_applies_gemma2_softcapping():
+    """Flex attention (what 'auto' picks on sm80+ without flash-attn) equals eager with softcapping, on CPU."""
+    from transformers import AutoModelForSequenceClassification
+
+    cfg = tiny_config("tiny-gemma2", 3000, 0)
+    cfg.attn_logit_softcapping = 1.0   # a small cap, so that dropping it changes the logits
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(cfg).eval()
+    with torch.no_grad():   # random init gives near-zero attention scores: make them large enough to be capped
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(40)
+            layer.self_attn.k_proj.weight.mul_(40)
+    ids = torch.randint(5, 3000, (2, 40))
+    mask = torch.ones_like(ids)
+    mask[1, 30:] = 0
+    with torch.no_grad():
+        eager = model(input_ids=ids, attention_mask=mask).logits
+        for layer in model.model.layers:   # what sdpa does: the cap is dropped
+            layer.self_attn.attn_logit_softcapping = None
+        uncapped = model(input_ids=ids, attention_mask=mask).logits
+        for layer in model.model.layers:
+            layer.self_attn.attn_logit_softcapping = 1.0
+        model.set_attn_implementation("flex_attention")
+        flex = model(input_ids=ids, attention_mask=mask).logits
+    assert (eager - uncapped).abs().max() > 1e-3
+    torch.testing.assert_close(flex, eager, atol=1e-5, rtol=1e-4)
 
 
 def test_notebooks_do_not_offer_sdpa_for_gemma2():

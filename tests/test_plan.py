@@ -73,16 +73,55 @@ def test_token_lengths_say_how_they_were_counted(train_df):
     assert 0.6 < np.median(est) / np.median(real) < 1.6   # the estimate is in the real tokenizer's range
 
 
-def test_measured_bench_replaces_the_constants(tmp_path, monkeypatch):
-    cfg = DecoderTrainConfig(output_dir=str(tmp_path), profile="kaggle-t4")
+def test_measured_bench_replaces_the_constants_only_for_its_own_key(tmp_path, monkeypatch):
+    cfg = DecoderTrainConfig(output_dir=str(tmp_path), profile="kaggle-t4")   # gemma-2-2b fp16 LoRA on 2xT4
     base = plan_training(cfg, bench={})
     bench = tmp_path / "gpu_check.json"
-    bench.write_text(json.dumps({"mfu": {"T4/train/none": TRAIN_MFU["T4"] / 2}}))
+    other = {"T4/deberta-v3-large/train-full/fp16": 0.9, "T4/gemma-2-2b/train-4bit/fp16": 0.9,
+             "T4/gemma-2-2b/train-lora/bf16": 0.9, "H200/gemma-2-2b/train-lora/fp16": 0.9}
+    bench.write_text(json.dumps({"mfu": other}))
     monkeypatch.setenv("KAGGLELIB_GPU_BENCH", str(bench))
+    unmatched = plan_training(cfg)   # DeBERTa's, QLoRA's, bf16's and the H200's figures never apply
+    assert "public-figure constant" in unmatched.rows["hours"] and unmatched.rows["hours"] == base.rows["hours"]
+    bench.write_text(json.dumps({"mfu": {**other, "T4/gemma-2-2b/train-lora/fp16": TRAIN_MFU["T4"] / 2}}))
     measured = plan_training(cfg)
     hours = [float(p.rows["hours"].split()[0]) for p in (base, measured)]
-    assert "measured by bench/gpu_check.py" in measured.rows["hours"]
+    assert "measured by bench/gpu_check.py (T4/gemma-2-2b/train-lora/fp16)" in measured.rows["hours"]
     assert hours[1] == pytest.approx(2 * hours[0], rel=0.05)
+
+
+@pytest.mark.parametrize("name,extra_gb", [("gemma-2-9b", 1.8), ("gemma-2-2b", 1.2)])
+def test_qlora_peak_counts_the_fp32_upcast(name, extra_gb):
+    """peft's prepare_model_for_kbit_training casts embeddings and norms to fp32: +1.8 GB (9B), +1.2 GB (2B)."""
+    from kagglelib.models.shape import kbit_training_upcast_bytes
+
+    shape = KNOWN_SHAPES[name]
+    assert kbit_training_upcast_bytes(shape, "4bit", 2) / 1e9 == pytest.approx(extra_gb, abs=0.06)
+    assert kbit_training_upcast_bytes(shape, "none", 2) == 0
+
+
+def test_qlora_plan_shows_the_upcast_in_its_peak(tmp_path):
+    q = plan_training(DecoderTrainConfig(output_dir=str(tmp_path), **OLD_T4), bench={})
+    plain = plan_training(DecoderTrainConfig(output_dir=str(tmp_path), **{**OLD_T4, "quantization": "none"}), bench={})
+    assert "fp32 upcast" in q.rows["peak memory"] and "fp32 upcast" not in plain.rows["peak memory"]
+    upcast = float(q.rows["peak memory"].split(" + ")[1].split()[0])
+    assert upcast == pytest.approx(1.7, abs=0.1)   # GiB (1.8 GB)
+
+
+def test_kaggle_training_plan_is_data_parallel_on_both_t4s(tmp_path):
+    from kagglelib.training.loop import planned_steps
+
+    cfg = DecoderTrainConfig(output_dir=str(tmp_path), profile="kaggle-t4")
+    two = plan_training(cfg, bench={})
+    one = plan_training(cfg, "T4", bench={})
+    assert two.gpu == "2xT4" and "one process per GPU" in two.rows["GPUs"] and "one GPU" in one.rows["GPUs"]
+    n = int(plan.FULL_TRAIN_ROWS * 4 / 5)
+    steps = planned_steps(n, cfg.batch_size, cfg.grad_accum, 2, cfg.epochs, cfg.max_steps)[1]
+    assert f"{steps:,} steps" in two.rows["rows"] and f"{2 * cfg.batch_size * cfg.grad_accum} per step" in two.rows["rows"]
+    seen = [int(p.rows["rows"].split(" rows seen")[0].split()[-1].replace(",", "")) for p in (two, one)]
+    assert seen[0] == pytest.approx(seen[1], abs=2 * cfg.batch_size * cfg.grad_accum) and seen[0] >= n
+    hours = [float(p.rows["hours"].split()[0]) for p in (two, one)]
+    assert hours[0] == pytest.approx(hours[1] / 2, rel=0.05)
 
 
 def test_cli_exit_code(tmp_path, capsys):

@@ -15,7 +15,17 @@ BF16_MIN_CAPABILITY = (8, 0)
 # the logit softcapping Gemma-2 needs.
 FLASH_MIN_CAPABILITY = (8, 0)
 FLASH_MIN_VERSION_SOFTCAP = (2, 6)
+# Flex attention (torch.nn.attention.flex_attention, Triton kernels) applies the softcapping as a score_mod
+# (transformers integrations/flex_attention.py); transformers 4.56-5.17 offer it from torch 2.5
+# (utils/import_utils.is_torch_flex_attn_available). Kept to sm80+ as flash is: the T4 (sm75) stays on eager.
+FLEX_MIN_CAPABILITY = (8, 0)
+FLEX_MIN_TORCH = (2, 5)
 SOFTCAP_MODEL_TYPES = ("gemma2",)   # models whose attention must apply logit softcapping (no sdpa)
+SDPA_SOFTCAP_MESSAGE = (
+    "attn_implementation='sdpa' cannot run {model_type}: its attention logits need softcapping, which sdpa does "
+    "not apply (transformers 4.56-5.17 accept sdpa for Gemma-2 and silently drop the softcapping; newer releases "
+    "refuse it); use 'auto', 'eager', 'flex_attention' (torch >= 2.5, GPU >= sm80) or 'flash_attention_2' "
+    "(flash-attn >= 2.6, GPU >= sm80)")
 
 
 def precision_for_capability(capability: tuple[int, int] | None) -> str:
@@ -68,32 +78,47 @@ def flash_attn_version() -> tuple[int, int] | None:
         return None
 
 
-def choose_attention(model_type: str, capability: tuple[int, int] | None, flash_version: tuple[int, int] | None,
-                     requested: str = "auto", supports_flash: bool = True) -> str | None:
-    """Attention kernel as a pure function of the GPU's compute capability and the installed flash-attn.
+def torch_version() -> tuple[int, int]:
+    """(major, minor) of the installed torch."""
+    major, minor = torch.__version__.split("+")[0].split(".")[:2]
+    return int(major), int(minor)
 
-    Gemma-2 needs softcapping: eager, or flash_attention_2 (flash-attn >= 2.6 on sm80+); never sdpa. Other
-    models get the library default (None = sdpa where supported). A T4 (sm75) never gets flash-attn.
+
+def choose_attention(model_type: str, capability: tuple[int, int] | None, flash_version: tuple[int, int] | None,
+                     requested: str = "auto", supports_flash: bool = True,
+                     torch_version: tuple[int, int] | None = None, supports_flex: bool = True) -> str | None:
+    """Attention kernel as a pure function of the GPU's compute capability, flash-attn and torch versions.
+
+    Gemma-2 needs softcapping: flash_attention_2 (flash-attn >= 2.6 on sm80+), else flex_attention (torch >= 2.5
+    on sm80+), else eager; never sdpa. Other models get the library default (None = sdpa where supported).
+    A T4 (sm75) gets eager. ``torch_version`` None = unknown: no flex.
     """
     softcap = model_type in SOFTCAP_MODEL_TYPES
-    flash_ok = (capability is not None and tuple(capability) >= FLASH_MIN_CAPABILITY and flash_version is not None
-                and supports_flash and (not softcap or tuple(flash_version) >= FLASH_MIN_VERSION_SOFTCAP))
+    sm80 = capability is not None and tuple(capability) >= FLASH_MIN_CAPABILITY
+    flash_ok = (sm80 and flash_version is not None and supports_flash
+                and (not softcap or tuple(flash_version) >= FLASH_MIN_VERSION_SOFTCAP))
+    flex_ok = (capability is not None and tuple(capability) >= FLEX_MIN_CAPABILITY and supports_flex
+               and torch_version is not None and tuple(torch_version) >= FLEX_MIN_TORCH)
     if requested != "auto":
         if softcap and requested == "sdpa":
-            raise ValueError(f"attn_implementation='sdpa' cannot run {model_type} (no logit softcapping); use "
-                             "'auto', 'eager' or 'flash_attention_2'")
+            raise ValueError(SDPA_SOFTCAP_MESSAGE.format(model_type=model_type))
         if requested == "flash_attention_2" and not flash_ok:
             raise ValueError(f"attn_implementation='flash_attention_2' needs a GPU of compute capability >= "
                              f"{FLASH_MIN_CAPABILITY} (this one: {capability}), an importable flash-attn "
                              f"(found: {flash_version}; >= {FLASH_MIN_VERSION_SOFTCAP} for {model_type}) and a model "
                              "that supports it; use 'auto'")
+        if requested == "flex_attention" and not flex_ok:
+            raise ValueError(f"attn_implementation='flex_attention' needs a GPU of compute capability >= "
+                             f"{FLEX_MIN_CAPABILITY} (this one: {capability}), torch >= {FLEX_MIN_TORCH} (found: "
+                             f"{torch_version}) and a model that supports it; use 'auto'")
         return requested
     if not softcap:
         return None
-    return "flash_attention_2" if flash_ok else "eager"
+    return "flash_attention_2" if flash_ok else "flex_attention" if flex_ok else "eager"
 
 
 def attention_impl(model_type: str, requested: str = "auto", device: str | torch.device | None = None,
                    supports_flash: bool = True) -> str | None:
-    """:func:`choose_attention` for ``device`` and the flash-attn installed here."""
-    return choose_attention(model_type, device_capability(device), flash_attn_version(), requested, supports_flash)
+    """:func:`choose_attention` for ``device`` and the flash-attn and torch installed here."""
+    return choose_attention(model_type, device_capability(device), flash_attn_version(), requested, supports_flash,
+                            torch_version())

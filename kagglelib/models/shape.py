@@ -87,6 +87,16 @@ def weight_bytes(shape: Shape, quantization: str, dtype_bytes: int) -> float:
     return shape.linear_params * per + shape.embed_params * min(dtype_bytes, 2 if quantization != "none" else dtype_bytes)
 
 
+def kbit_training_upcast_bytes(shape: Shape, quantization: str, dtype_bytes: int) -> float:
+    """Extra bytes when QLoRA training starts: peft's prepare_model_for_kbit_training casts every fp16/bf16
+    parameter that is not a bitsandbytes ``Params4bit`` (embeddings, norms; 8-bit weights are int8) to fp32
+    (peft utils/other.py, "cast all non INT8 parameters to fp32"): +1.8 GB for Gemma-2-9B, +1.2 GB for the 2B."""
+    if quantization == "none" or dtype_bytes >= 4:
+        return 0.0
+    norms = shape.layers * (4 if shape.model_type == "gemma2" else 2) * shape.hidden + shape.hidden
+    return (shape.embed_params + norms) * (4 - dtype_bytes)
+
+
 def resolve_quantization(requested: str | None, run_cfg: dict[str, Any], shape: Shape, memory_bytes: float,
                          dtype_bytes: int = 2) -> str:
     """The quantisation a run is loaded with: 'auto' = 4-bit when its 16-bit weights need > 60% of the GPU."""

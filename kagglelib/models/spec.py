@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..data.text import TextConfig
+from .device import SDPA_SOFTCAP_MESSAGE
 
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class ModelSpec:
     quantization: str = "none"        # none | 4bit | 8bit (bitsandbytes, CUDA only)
     freeze_layers: int = 0            # first N transformer layers get no LoRA / no gradient
     gradient_checkpointing: bool = False
-    attn_implementation: str = "auto"  # auto = eager for Gemma-2 (keeps softcapping) or flash-attn>=2.6 on CUDA
+    attn_implementation: str = "auto"  # auto: Gemma-2 gets flash-attn>=2.6 / flex (sm80+) / eager (softcapping kept)
     precision: str = "auto"           # auto | bf16 | fp16 | fp32
     allow_download: bool = False      # may the hub be contacted when weights are not found locally
     seed: int = 42                    # also seeds the random init of the tiny smoke backbones
@@ -69,8 +70,7 @@ class ModelSpec:
                              "PiSSA needs 16-bit base weights (peft: 'Please initialize PiSSA under float32, float16, "
                              "or bfloat16'). Use lora_init='default' for QLoRA, or quantization='none' for PiSSA.")
         if self.backbone_is_gemma2_like and self.attn_implementation == "sdpa":
-            raise ValueError("attn_implementation='sdpa' cannot run Gemma-2 (no logit softcapping; transformers "
-                             "refuses it): use 'auto', 'eager' or 'flash_attention_2' (flash-attn >= 2.6, GPU >= sm80)")
+            raise ValueError(SDPA_SOFTCAP_MESSAGE.format(model_type="Gemma-2"))
 
     @property
     def smoke(self) -> bool:

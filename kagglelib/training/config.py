@@ -183,9 +183,9 @@ class DecoderTrainConfig(TrainConfig):
         # 3.6e18 FLOP, ~9.6 h at 35% of 312 TFLOP/s (Colab Pro+ sessions: 24 h; checkpoints every 200 steps).
         "colab-a100": {**_DECODER_GPU, "backbone": "google/gemma-2-9b-it", "precision": "bf16",
                        "allow_download": True, "max_length": 2048},
-        # The 9B does not fit a 12 h T4 session (plan: 3.0e18 FLOP, ~60 h 4-bit on one T4). Gemma-2-2B in fp16
+        # The 9B does not fit a 12 h T4 session (plan: 3.1e18 FLOP, ~30 h 4-bit on both T4s). Gemma-2-2B in fp16
         # (4.9 GiB of weights, no 4-bit dequantisation cost) over the whole training fold once, without swap
-        # copies (TTA covers order at inference): 3.7e17 FLOP, 6.9 GiB peak, ~5.7 h, half the session spare.
+        # copies (TTA covers order at inference): 3.7e17 FLOP, 7.8 GiB per T4, ~2.9 h data-parallel on both T4s.
         "kaggle-t4": {**_DECODER_GPU, "backbone": "google/gemma-2-2b-it", "precision": "fp16",
                       "allow_download": False, "max_length": 1024, "swap_aug": "none"},
         # Smoke run on CPU: random tiny Gemma-2, exercises LoRA + PiSSA + 3-layer head + checkpoint/resume.
@@ -219,7 +219,7 @@ class EncoderTrainConfig(TrainConfig):
         # layer); with it 12.8 GiB of an A100-40, ~1.2 h.
         "colab-a100": {**_ENCODER_GPU, "precision": "bf16", "allow_download": True, "max_length": 1536,
                        "batch_size": 8, "eval_batch_size": 16, "grad_accum": 2},
-        # Plan: full fine-tune fp16, 9.8 GiB of 15, 3.9e17 FLOP, ~5.7 h on one T4 (2 epochs, swap copies).
+        # Plan: full fine-tune fp16, 10.4 GiB of 15 per T4, 3.9e17 FLOP, ~2.9 h on both T4s (2 epochs, swap copies).
         "kaggle-t4": {**_ENCODER_GPU, "precision": "fp16", "allow_download": False, "max_length": 1024,
                       "batch_size": 4, "eval_batch_size": 8, "grad_accum": 4},
         # Real pretrained MiniLM on the bundled sample: a few minutes on 2 CPU cores, beats the class prior.

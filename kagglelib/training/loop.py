@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import resource
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from ..models.spec import HEAD_NAMES
 from ..scoring.calibration import softmax
 from ..scoring.metrics import accuracy, log_loss
 from .config import TrainConfig, optimizer_needs_cuda, report_targets
+
+log = logging.getLogger(__name__)
 
 
 def probs_from_predictions(predictions: Any) -> np.ndarray:
@@ -227,8 +230,8 @@ def training_argument_kwargs(cfg: TrainConfig, n_train_rows: int, world_size: in
     """TrainingArguments keywords valid for the installed transformers (renamed options picked by its signature)."""
     accepted = inspect.signature(TrainingArguments.__init__).parameters
     precision = resolve_precision(cfg.precision)
-    per_epoch = max(1, -(-n_train_rows // (cfg.batch_size * world_size * cfg.grad_accum)))
-    total = cfg.max_steps if cfg.max_steps and cfg.max_steps > 0 else int(np.ceil(per_epoch * cfg.epochs))
+    per_epoch, total = planned_steps(n_train_rows, cfg.batch_size, cfg.grad_accum, world_size, cfg.epochs,
+                                     cfg.max_steps)
     eval_steps = cfg.eval_steps or per_epoch
     save_steps = cfg.save_steps or eval_steps
     load_best = cfg.early_stopping_patience > 0 and cfg.ema_decay == 0
@@ -271,6 +274,29 @@ def training_argument_kwargs(cfg: TrainConfig, n_train_rows: int, world_size: in
     return kwargs
 
 
+def planned_steps(n_rows: int, batch_size: int, grad_accum: int, processes: int, epochs: float,
+                  max_steps: int | None) -> tuple[int, int]:
+    """(optimizer steps per epoch, total steps) over ``processes`` data-parallel processes; the planner uses it too."""
+    per_epoch = max(1, -(-n_rows // (batch_size * processes * grad_accum)))
+    total = max_steps if max_steps and max_steps > 0 else int(np.ceil(per_epoch * epochs))
+    return per_epoch, total
+
+
+def one_gpu_per_process(args: TrainingArguments, world_size: int) -> TrainingArguments:
+    """Keep a single process on one GPU: with several visible, the Trainer would wrap the model in DataParallel.
+
+    transformers sets ``n_gpu`` to every visible GPU when not distributed (training_args.py ``_setup_devices``)
+    and then wraps a non-quantised model in ``nn.DataParallel`` (trainer.py ``_wrap_model``; 4.56 wraps 4-bit
+    models too), so each step would consume ``n_gpu`` per-device batches and train more rows than planned.
+    :mod:`kagglelib.training.launch` runs one process per GPU instead; a run kept in this process uses cuda:0.
+    """
+    if world_size == 1 and getattr(args, "n_gpu", 1) > 1:   # (getattr: tests pass stand-in argument objects)
+        log.warning("%d GPUs visible to one process: training on %s only (kagglelib.training.launch.train uses all "
+                    "of them, one process per GPU)", args.n_gpu, args.device)
+        args._n_gpu = 1   # what the Trainer itself does for a model-parallel model (trainer.py, is_model_parallel)
+    return args
+
+
 def transformers_version() -> str:
     import transformers
     return transformers.__version__
@@ -278,7 +304,8 @@ def transformers_version() -> str:
 
 def training_arguments(cfg: TrainConfig, n_train_rows: int, world_size: int, out_dir: Path) -> TrainingArguments:
     """TrainingArguments for the run: steps, schedule, precision, eval/save cadence, DDP backend."""
-    return TrainingArguments(**training_argument_kwargs(cfg, n_train_rows, world_size, out_dir))
+    return one_gpu_per_process(TrainingArguments(**training_argument_kwargs(cfg, n_train_rows, world_size, out_dir)),
+                               world_size)
 
 
 def _peak_memory_mb() -> float:
