@@ -261,6 +261,10 @@ def run_predictors(run_dir: str | Path, devices: Sequence[str], precision: str =
     """One predictor per device for a transformer run; one predictor for a baseline run."""
     if run_kind(run_dir) == "baseline":
         return [baseline_predictor(run_dir)]
+    if run_kind(run_dir) == "pairwise":   # frozen encoder + heads: one CPU/GPU-agnostic predictor
+        from .pairwise import load_predictor as pairwise_predictor
+
+        return [pairwise_predictor(run_dir)]
     return [transformer_predictor(run_dir, device=d, precision=precision, quantization=quantization,
                                   batch_tokens=batch_tokens) for d in devices]
 
