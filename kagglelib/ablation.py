@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import artifacts, metrics, plots
+from . import artifacts, factors, metrics, plots
 from .artifacts import heldout_predictions, labels_and_probs, list_runs
 from .calibration import calibration_report
 from .config import RunConfig, save_config
@@ -48,10 +48,24 @@ class AblationConfig(RunConfig):
     probe_rows: int | None = None    # real rows used by the bias probes
     seed: int = 0                    # bootstrap and probe-row sampling
     grid: bool = False               # first train the seeds' ablation grid (run_grid) with this profile
+    reference: str = "encoder"       # the factor table's reference run (kagglelib.factors)
+    factors: str | None = None       # variants of the reference trained first, "field=value,...;..." ("": none)
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
-        "cpu-sample": {"probe_rows": 120}, "kaggle-t4": {"probe_rows": 1000}, "colab-a100": {"probe_rows": 2000},
+        # On the sample a variant of 04's pairwise run is cheap (cached embeddings, every fold): the 3-layer head.
+        "cpu-sample": {"probe_rows": 120, "factors": "head_layers=3"},
+        "kaggle-t4": {"probe_rows": 1000, "factors": ""}, "colab-a100": {"probe_rows": 2000, "factors": ""},
     }
+
+
+FACTOR_TABLE_CSV = "factor_table.csv"
+FACTOR_TABLE_MD = "factor_table.md"
+
+
+def is_smoke(run_dir: Path) -> bool:
+    """A run of a tiny random model (a pipeline check, never a result)."""
+    cfg = read_json(run_dir / artifacts.CONFIG)
+    return bool(cfg.get("smoke") or str(cfg.get("backbone", "")).startswith("tiny-"))
 
 
 def bootstrap_log_loss(labels: np.ndarray, probs: np.ndarray, n: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -151,6 +165,8 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     save_config(cfg, out)
     if cfg.grid:
         run_grid({"output_dir": cfg.output_dir, "train_path": cfg.train_path, "profile": cfg.profile})
+    if cfg.factors and (Path(cfg.output_dir) / "runs" / cfg.reference).is_dir():
+        factors.train_variants(cfg.output_dir, cfg.reference, cfg.factors)
     runs = list_runs(cfg.output_dir, cfg.include, cfg.exclude)
     if not runs:
         raise FileNotFoundError(f"no finished runs under {Path(cfg.output_dir) / 'runs'} (a run needs config.json, "
@@ -158,18 +174,27 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
                                 f"exclude={cfg.exclude!r}): run notebooks 02-04 first")
     table = ablation_table(cfg.output_dir, cfg.include, cfg.exclude, cfg.n_bootstrap, cfg.seed)
     save_table(table, out)
+    paired = factors.factor_table(runs, cfg.reference, cfg.n_bootstrap, cfg.seed)
+    write_csv(paired, out / FACTOR_TABLE_CSV)
+    write_text(to_markdown(paired) if len(paired) else "", out / FACTOR_TABLE_MD)
     calibration, curves = calibration_table(runs, cfg.seed)
     write_csv(calibration, out / artifacts.CALIBRATION_CSV)
-    report = bias_report(runs, cfg.probe_rows, cfg.seed)
+    real = [r for r in runs if not is_smoke(r)]   # smoke runs are pipeline checks: never a bar in a shown figure
+    # Factor variants (``<ref>__...``) are in the factor table; the probes cover the runs a user submits.
+    report = bias_report([r for r in real if "__" not in r.name], cfg.probe_rows, cfg.seed)
     write_json(report, out / artifacts.BIAS_REPORT)
     bias = bias_frame(report)
-    figures = {"ablation": plots.ablation_points(table), "reliability": plots.reliability(curves)}
+    figures = {"ablation": plots.ablation_points(table[~table["smoke"].astype(bool)]),
+               "reliability": plots.reliability({k: v for k, v in curves.items() if k in {r.name for r in real}})}
+    if len(paired):
+        figures["factors"] = plots.factor_effects(paired)
     if len(bias):   # every run skipped (no model files to probe): no bias figure
         figures["bias"] = plots.bias_bars(bias)
     for name, fig in figures.items():
         save_figure(fig, out / artifacts.ABLATION_FIGURES[name])
         plt.close(fig)   # closed so a notebook shows each once, when it displays the returned figure
-    return {"out_dir": out, "runs": runs, "table": table, "calibration": calibration, "bias_report": report,
+    return {"out_dir": out, "runs": runs, "table": table, "factors": paired, "calibration": calibration,
+            "bias_report": report,
             "bias": bias, "skipped": {run: r["skipped"] for run, r in report.items() if "skipped" in r},
             "figures": figures}
 

@@ -89,7 +89,7 @@ def load_encoder(model_dir: str | Path | None = None, threads: int = 0) -> tuple
 def embed_chunked(texts: Sequence[str], cache_dir: str | Path | None = None, window_tokens: int = 128,
                   max_windows: int = 4, max_chars: int = 6000, batch_windows: int = 64,
                   model_dir: str | Path | None = None, encoder: tuple | None = None,
-                  progress: bool = True) -> np.ndarray:
+                  progress: bool = True, memory: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """(n, hidden) L2-normalised embeddings: each text's windows mean-pooled, averaged by tokens; cached per text."""
     import torch
     from tqdm.auto import tqdm
@@ -98,7 +98,7 @@ def embed_chunked(texts: Sequence[str], cache_dir: str | Path | None = None, win
     texts = [str(t) for t in texts]
     keys = [text_hash(t) for t in texts]
     cache = store_dir(cache_dir, folder, window_tokens, max_windows, max_chars) if cache_dir else None
-    store = _load_store(cache) if cache else {}
+    store = _load_store(cache) if cache else ({} if memory is None else memory)   # memory: a predictor's own
     todo = sorted({k: t for k, t in zip(keys, texts) if k not in store}.items())
     if todo:
         cut = [head_tail_text(t, max_chars) for _, t in todo]
@@ -454,9 +454,10 @@ def load_predictor(run_dir: str | Path, cache_dir: str | Path | None = None) -> 
     state, heads, comps = load_heads(Path(run_dir) / "model")
     encoder = load_encoder(encoder_folder(state["backbone"]))
     emb_kw = {k: state[k] for k in ("window_tokens", "max_windows", "max_chars")}
+    memory: dict[str, np.ndarray] = {}   # texts seen by this predictor (TTA and probes repeat them) are read once
 
     def predict(df: pd.DataFrame) -> np.ndarray:
-        emb = embed_frame(df, cache_dir, encoder=encoder, progress=False, **emb_kw)
+        emb = embed_frame(df, cache_dir, encoder=encoder, progress=False, memory=memory, **emb_kw)
         inputs = {k: pair_inputs(df, emb, c, state["emb_scale"]) for k, c in comps.items()}
         return np.mean([head_probs(h, n, inputs[k]) for h, n, k in heads], axis=0)
 

@@ -126,6 +126,7 @@ def load_baseline(run_dir: str | Path) -> Predictor:
         comp = np.load(run_dir / state["featurizer"] / chunked["components"], allow_pickle=False)
         encoder = pairwise.load_encoder()
         chunk_kw = {k: chunked[k] for k in ("window_tokens", "max_windows", "max_chars")}
+        memory: dict = {}   # texts this predictor has read (TTA and probes repeat them)
 
     def predict(df: pd.DataFrame) -> np.ndarray:
         emb = None
@@ -134,7 +135,7 @@ def load_baseline(run_dir: str | Path) -> Predictor:
         feats = featurizer.transform(df, emb)
         if chunked:
             extra = pairwise.embedding_features(pairwise.embed_frame(df, None, encoder=encoder, progress=False,
-                                                                     **chunk_kw), comp)
+                                                                     memory=memory, **chunk_kw), comp)
             feats = pd.concat([feats, extra], axis=1)
         if list(feats.columns) != columns:
             raise ValueError(f"{run_dir}: features differ from the saved run's ({len(feats.columns)} vs "
