@@ -21,10 +21,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kagglelib import baseline, metrics  # noqa: E402  (sets OMP_WAIT_POLICY before lightgbm loads)
-from kagglelib.data import load_arena, make_folds  # noqa: E402
-from kagglelib.features import PairFeaturizer, length_columns  # noqa: E402
-from kagglelib.paths import sample_paths  # noqa: E402
+from kagglelib.scoring.metrics import log_loss
+from kagglelib.training.baseline import BaselineConfig, cv_lgbm, cv_logreg
+from kagglelib.data.folds import make_folds
+from kagglelib.data.load import load_arena
+from kagglelib.data.features import PairFeaturizer, length_columns
+from kagglelib.core.paths import sample_paths
 
 
 def peak_rss_mb() -> float:
@@ -66,7 +68,7 @@ def main() -> None:
     if not args.allow_repeats:
         train = make_distinct(train)
     test = load_arena(test_path)
-    cfg = baseline.BaselineConfig(output_dir="/tmp/bench_baseline", run_name="bench", n_folds=args.n_folds,
+    cfg = BaselineConfig(output_dir="/tmp/bench_baseline", run_name="bench", n_folds=args.n_folds,
                                   seed=args.seed, use_embeddings=False)
     fig: dict[str, float] = {"rows": len(train), "n_folds": args.n_folds}
 
@@ -86,20 +88,20 @@ def main() -> None:
 
     labels = train["label"].to_numpy()
     t2 = time.time()
-    res = baseline.cv_logreg(feats, labels, folds, test_feats, cfg.length_logreg_C, length_columns(feats.columns),
+    res = cv_logreg(feats, labels, folds, test_feats, cfg.length_logreg_C, length_columns(feats.columns),
                              name="length_only")
     fig["length_only_seconds"] = res.seconds
-    fig["length_only_log_loss"] = metrics.log_loss(labels, res.oof)
+    fig["length_only_log_loss"] = log_loss(labels, res.oof)
     if not args.no_logreg:
-        res = baseline.cv_logreg(feats, labels, folds, test_feats, cfg.logreg_C)
+        res = cv_logreg(feats, labels, folds, test_feats, cfg.logreg_C)
         fig["logreg_seconds"] = res.seconds
-        fig["logreg_log_loss"] = metrics.log_loss(labels, res.oof)
+        fig["logreg_log_loss"] = log_loss(labels, res.oof)
     print(f"logistic regressions: {time.time() - t2:.1f}s", flush=True)
-    res = baseline.cv_lgbm(feats, labels, folds, test_feats, cfg.lgbm_params(), cfg.n_estimators,
+    res = cv_lgbm(feats, labels, folds, test_feats, cfg.lgbm_params(), cfg.n_estimators,
                            cfg.early_stopping_rounds)
     fig["lgbm_seconds"] = res.seconds
     fig["lgbm_best_iterations"] = res.best_iterations  # type: ignore[assignment]
-    fig["lgbm_log_loss"] = metrics.log_loss(labels, res.oof)
+    fig["lgbm_log_loss"] = log_loss(labels, res.oof)
     fig["seconds_training"] = time.time() - t2
     fig["train_rows_per_s"] = len(train) * args.n_folds / fig["seconds_training"]
     fig["seconds_total"] = time.time() - t_all

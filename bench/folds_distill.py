@@ -23,12 +23,17 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from kagglelib import data, metrics, pseudo  # noqa: E402
-from kagglelib.ablation import bootstrap_log_loss, heldout_predictions, labels_and_probs  # noqa: E402
-from kagglelib.baseline import BaselineConfig, run_baseline  # noqa: E402
-from kagglelib.inference import InferenceConfig, run_inference  # noqa: E402
-from kagglelib.paths import sample_paths  # noqa: E402
-from kagglelib.training import EncoderTrainConfig, train  # noqa: E402
+from kagglelib.data.frame import WINNER_COLUMNS, rows_by_id, targets
+from kagglelib.data.load import load_arena
+from kagglelib.inference.pseudo import pseudo_label
+from kagglelib.scoring.metrics import log_loss, normalise, prior_probs
+from kagglelib.analysis.ablation import bootstrap_log_loss
+from kagglelib.run.layout import heldout_predictions, labels_and_probs
+from kagglelib.training.baseline import BaselineConfig, run_baseline
+from kagglelib.inference.submit import InferenceConfig, run_inference
+from kagglelib.core.paths import sample_paths
+from kagglelib.training.config import EncoderTrainConfig
+from kagglelib.training.fit import train
 
 OUT = Path(os.environ.get("OUTPUT_DIR", "/tmp/i12-out"))
 TRAIN, TEST = (str(p) for p in sample_paths())
@@ -58,14 +63,14 @@ def heldout(run: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def row_losses(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    return -np.log(metrics.normalise(p)[np.arange(len(y)), y])
+    return -np.log(normalise(p)[np.arange(len(y)), y])
 
 
 def figure(run: str) -> dict:
     y, p = heldout(run)
     m = json.loads((OUT / "runs" / run / "metrics.json").read_text())
-    return {"oof_log_loss": metrics.log_loss(y, p), "n": len(y), "ci95": bootstrap_log_loss(y, p, 2000, 0),
-            "prior_log_loss": metrics.log_loss(y, metrics.prior_probs(y, len(y))),
+    return {"oof_log_loss": log_loss(y, p), "n": len(y), "ci95": bootstrap_log_loss(y, p, 2000, 0),
+            "prior_log_loss": log_loss(y, prior_probs(y, len(y))),
             "per_fold": [(r["fold"], r["valid_log_loss"], r["n_valid"]) for r in m.get("per_fold", [])]}
 
 
@@ -88,7 +93,7 @@ def main() -> None:
         res[name] = {"weights": s["weights"], "n": s["n_valid_common"],
                      "crossfit_log_loss": s["valid_final_crossfit"]["log_loss"]}
     # Pseudo-labels. A: the test sample (the first 200 train rows, see data/README.md) added to training.
-    pseudo.pseudo_label("baseline", TEST, OUT / "pseudo_test.csv", output_dir=OUT)
+    pseudo_label("baseline", TEST, OUT / "pseudo_test.csv", output_dir=OUT)
     res["A_train+pseudo_test"] = baseline("baseline_plus_pseudo", f"{TRAIN},{OUT / 'pseudo_test.csv'}")
     # B: those 200 rows first taken out of training, so the pseudo-labelled rows are new to the model.
     raw = pd.read_csv(TRAIN, dtype=str, keep_default_na=False)
@@ -96,15 +101,15 @@ def main() -> None:
     raw[~raw["id"].isin(test_ids)].to_csv(OUT / "train910.csv", index=False)
     raw[raw["id"].isin(test_ids)].to_csv(OUT / "true200.csv", index=False)
     res["B_910"] = baseline("baseline_910", str(OUT / "train910.csv"))
-    pseudo.pseudo_label("baseline_910", TEST, OUT / "pseudo200.csv", output_dir=OUT)
-    truth = data.rows_by_id(data.load_arena(TRAIN), data.load_arena(TEST)["id"])["label"].to_numpy()
-    res["B_pseudo_labels_vs_true"] = metrics.log_loss(truth, data.targets(data.load_arena(OUT / "pseudo200.csv")))
+    pseudo_label("baseline_910", TEST, OUT / "pseudo200.csv", output_dir=OUT)
+    truth = rows_by_id(load_arena(TRAIN), load_arena(TEST)["id"])["label"].to_numpy()
+    res["B_pseudo_labels_vs_true"] = log_loss(truth, targets(load_arena(OUT / "pseudo200.csv")))
     res["B_910+pseudo200"] = baseline("baseline_910_pseudo", f"{OUT / 'train910.csv'},{OUT / 'pseudo200.csv'}")
     baseline("baseline_910_true200", f"{OUT / 'train910.csv'},{OUT / 'true200.csv'}")
     oof = pd.read_csv(OUT / "runs" / "baseline_910_true200" / "oof.csv")
     keep = ~oof["id"].astype(str).isin(test_ids)
-    res["B_910+true200_on_the_910"] = metrics.log_loss(oof.loc[keep, "label"].to_numpy(),
-                                                        oof.loc[keep, list(data.WINNER_COLUMNS)].to_numpy())
+    res["B_910+true200_on_the_910"] = log_loss(oof.loc[keep, "label"].to_numpy(),
+                                                        oof.loc[keep, list(WINNER_COLUMNS)].to_numpy())
     text = json.dumps(res, indent=1, default=str)
     (OUT / "figures.json").write_text(text)
     print(text)

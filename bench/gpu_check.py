@@ -30,9 +30,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kagglelib import inference, models, plan, predict  # noqa: E402
-from kagglelib.io import write_json  # noqa: E402
-from kagglelib.paths import REPO_ROOT, minilm_dir, sample_paths  # noqa: E402
+from kagglelib.inference.predictors import release_models, run_predictors
+from kagglelib.inference.tta import predict_chunked
+from kagglelib.models.build import build_model, load_tokenizer
+from kagglelib.models.device import TORCH_DTYPES, resolve_precision
+from kagglelib.models.forward import forward_logits, predict_probs
+from kagglelib.models.saved import load_for_inference, save_for_inference
+from kagglelib.models.shape import Shape, shape_from_config
+from kagglelib.models.spec import ModelSpec
+from kagglelib.plan import GPUS, attention_factor, flops_per_row
+from kagglelib.core.io import write_json
+from kagglelib.core.paths import REPO_ROOT, minilm_dir, sample_paths
 
 GIB = 2**30
 GEMMA_COMMON = dict(attn_logit_softcapping=50.0, final_logit_softcapping=30.0, vocab_size=256000,
@@ -131,7 +139,7 @@ def backbone_folder(ctx: Ctx, name: str) -> Path:
     folder = ctx.work / (f"tiny-{name}" if ctx.tiny else name)
     if (folder / "config.json").is_file():
         return folder
-    tok = models.load_tokenizer(str(minilm_dir()))
+    tok = load_tokenizer(str(minilm_dir()))
     values = (TINY if ctx.tiny else REAL)[name]
     common = dict(pad_token_id=tok.pad_token_id, num_labels=3)
     config = (DebertaV2Config(**values, **common) if name.startswith("deberta")
@@ -166,8 +174,8 @@ def _release() -> None:
         torch.cuda.empty_cache()
 
 
-def _shape(folder: Path) -> plan.Shape:
-    return plan.shape_from_config(json.loads((folder / "config.json").read_text()), str(folder))
+def _shape(folder: Path) -> Shape:
+    return shape_from_config(json.loads((folder / "config.json").read_text()), str(folder))
 
 
 def module_report(model: torch.nn.Module) -> dict[str, Any]:
@@ -186,9 +194,9 @@ def check_train(ctx: Ctx, name: str, quant: str, precision: str, batch: int, len
     """A few optimizer steps as the Trainer does them (autocast, GradScaler for fp16, checkpointing)."""
     folder = backbone_folder(ctx, name)
     memory_cap(ctx, cap)
-    spec = models.ModelSpec(backbone=str(folder), quantization=quant, precision=precision, use_lora=use_lora,
+    spec = ModelSpec(backbone=str(folder), quantization=quant, precision=precision, use_lora=use_lora,
                             gradient_checkpointing=True, lora_dropout=0.0, head_dropout=0.0)
-    model, tok = models.build_model(spec)
+    model, tok = build_model(spec)
     if quant == "none":   # full fine-tunes load on CPU (the Trainer moves them); quantised ones are placed already
         model = model.to(ctx.device)
     if spec.gradient_checkpointing and quant == "none":
@@ -199,7 +207,7 @@ def check_train(ctx: Ctx, name: str, quant: str, precision: str, batch: int, len
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
-    resolved = models.resolve_precision(precision, ctx.device)
+    resolved = resolve_precision(precision, ctx.device)
     amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(resolved)
     scaler = torch.amp.GradScaler("cuda") if resolved == "fp16" and ctx.cuda else None
     gen = torch.Generator().manual_seed(0)
@@ -210,7 +218,7 @@ def check_train(ctx: Ctx, name: str, quant: str, precision: str, batch: int, len
     for step in range(ctx.steps + 1):
         t0 = time.perf_counter()
         with torch.autocast(ctx.device.split(":")[0], dtype=amp_dtype, enabled=amp_dtype is not None and ctx.cuda):
-            logits = predict.forward_logits(model, ids, mask, "classifier")
+            logits = forward_logits(model, ids, mask, "classifier")
         loss = torch.nn.functional.cross_entropy(logits.float(), labels)
         (scaler.scale(loss) if scaler else loss).backward()
         if scaler:
@@ -225,14 +233,14 @@ def check_train(ctx: Ctx, name: str, quant: str, precision: str, batch: int, len
         losses.append(loss.item())
     s_step = float(np.median(times))
     shape = _shape(folder)
-    flops = float(plan.flops_per_row(shape, np.array([length]), plan.attention_factor(shape))[0]) * batch * (
+    flops = float(flops_per_row(shape, np.array([length]), attention_factor(shape))[0]) * batch * (
         (2.0 if use_lora else 3.0) + 1.0)
     out = {"peak_gib": peak_gib(ctx), "s_per_step": round(s_step, 4), "tokens_per_s": round(batch * length / s_step, 1),
            "loss_finite": bool(np.isfinite(losses).all()), "grads_finite": bool(grads_finite),
            "losses": [round(x, 4) for x in losses], **module_report(model)}
     ok = out["loss_finite"] and out["grads_finite"]
     if ctx.cuda:
-        peak = plan.GPUS.get(gpu_short_name(), plan.GPUS["A100-80"]).peak_flops
+        peak = GPUS.get(gpu_short_name(), GPUS["A100-80"]).peak_flops
         out["mfu"] = round(flops / s_step / peak, 4)
         ctx.mfu[f"{gpu_short_name()}/train/{quant}"] = out["mfu"]
     del model, opt, params
@@ -242,7 +250,7 @@ def check_train(ctx: Ctx, name: str, quant: str, precision: str, batch: int, len
 
 def saved_run(ctx: Ctx, name: str, quant: str = "none") -> Path:
     """A run folder (config.json + model/) whose LoRA adapter and head are non-trivial (lora_B moved off zero)."""
-    from kagglelib.text import TextConfig
+    from kagglelib.data.text import TextConfig
 
     run = ctx.work / "runs" / f"{name}-lora"
     if (run / "model" / "adapter_model.safetensors").is_file():
@@ -252,14 +260,14 @@ def saved_run(ctx: Ctx, name: str, quant: str = "none") -> Path:
     # The adapter does not depend on the base's precision: build it on a 4-bit base where bitsandbytes works,
     # so a 9B run can be made on a 16 GB GPU too.
     build_quant = "4bit" if ctx.cuda and not bnb_status() else "none"
-    spec = models.ModelSpec(backbone=str(folder), precision="fp32" if ctx.tiny else "auto", lora_dropout=0.0,
+    spec = ModelSpec(backbone=str(folder), precision="fp32" if ctx.tiny else "auto", lora_dropout=0.0,
                             head_dropout=0.0, quantization=build_quant)
-    model, tok = models.build_model(spec)
+    model, tok = build_model(spec)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "lora_B" in n:
                 p.normal_(0, 0.02)
-    models.save_for_inference(model, tok, run / "model")
+    save_for_inference(model, tok, run / "model")
     write_json({**dataclasses.asdict(spec), **dataclasses.asdict(TextConfig(max_length=2048)),
                 "quantization": quant, "precision": "auto"}, run / "config.json")
     del model
@@ -278,16 +286,16 @@ def check_infer(ctx: Ctx, name: str, quant: str, precision: str, batch_tokens: i
     """Tokens/s and peak memory of predict_probs over a few batches at the profile's token budget."""
     run = saved_run(ctx, name)
     memory_cap(ctx, cap)
-    dtype = models.TORCH_DTYPES.get(models.resolve_precision(precision, ctx.device))
-    model, tok, _, task = models.load_for_inference(run, device=ctx.device, dtype=dtype if ctx.cuda else None,
+    dtype = TORCH_DTYPES.get(resolve_precision(precision, ctx.device))
+    model, tok, _, task = load_for_inference(run, device=ctx.device, dtype=dtype if ctx.cuda else None,
                                                     quantization=quant)
     rows = _rows(max(4, 4 * batch_tokens // length), length)
-    predict.predict_probs(model, rows[:2], task, batch_tokens, ctx.device, progress=False)   # warm-up
+    predict_probs(model, rows[:2], task, batch_tokens, ctx.device, progress=False)   # warm-up
     if ctx.cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    probs = predict.predict_probs(model, rows, task, batch_tokens, ctx.device, progress=False)
+    probs = predict_probs(model, rows, task, batch_tokens, ctx.device, progress=False)
     if ctx.cuda:
         torch.cuda.synchronize()
     secs = time.perf_counter() - t0
@@ -296,8 +304,8 @@ def check_infer(ctx: Ctx, name: str, quant: str, precision: str, batch_tokens: i
            "finite": bool(np.isfinite(probs).all())}
     if ctx.cuda:
         shape = _shape(backbone_folder(ctx, name))
-        flops = float(plan.flops_per_row(shape, np.array([len(r) for r in rows]), plan.attention_factor(shape)).sum())
-        out["mfu"] = round(flops / secs / plan.GPUS.get(gpu_short_name(), plan.GPUS["A100-80"]).peak_flops, 4)
+        flops = float(flops_per_row(shape, np.array([len(r) for r in rows]), attention_factor(shape)).sum())
+        out["mfu"] = round(flops / secs / GPUS.get(gpu_short_name(), GPUS["A100-80"]).peak_flops, 4)
         ctx.mfu[f"{gpu_short_name()}/infer/{quant}"] = out["mfu"]
     del model
     _release()
@@ -308,10 +316,10 @@ def check_padding(ctx: Ctx, name: str, quant: str) -> dict[str, Any]:
     """Rows predicted in padded batches equal the same rows predicted one at a time."""
     run = saved_run(ctx, name)
     memory_cap(ctx, None)
-    model, _, _, task = models.load_for_inference(run, device=ctx.device, quantization=quant)
+    model, _, _, task = load_for_inference(run, device=ctx.device, quantization=quant)
     rows = _rows(12, 256 if not ctx.tiny else 64, seed=1)
-    batched = predict.predict_probs(model, rows, task, 100_000, ctx.device, progress=False)
-    single = predict.predict_probs(model, rows, task, 1, ctx.device, progress=False)
+    batched = predict_probs(model, rows, task, 100_000, ctx.device, progress=False)
+    single = predict_probs(model, rows, task, 1, ctx.device, progress=False)
     diff = float(np.abs(batched - single).max())
     del model
     _release()
@@ -324,12 +332,12 @@ def check_merge(ctx: Ctx, name: str, quant: str) -> dict[str, Any]:
     run = saved_run(ctx, name)
     memory_cap(ctx, None)
     rows = _rows(16, 256 if not ctx.tiny else 64, seed=2)
-    unmerged, _, _, task = models.load_for_inference(run, device=ctx.device, quantization=quant, merge=False)
-    a = predict.predict_probs(unmerged, rows, task, 100_000, ctx.device, progress=False)
+    unmerged, _, _, task = load_for_inference(run, device=ctx.device, quantization=quant, merge=False)
+    a = predict_probs(unmerged, rows, task, 100_000, ctx.device, progress=False)
     del unmerged
     _release()
-    merged, _, _, _ = models.load_for_inference(run, device=ctx.device, quantization="none", merge=True)
-    b = predict.predict_probs(merged, rows, task, 100_000, ctx.device, progress=False)
+    merged, _, _, _ = load_for_inference(run, device=ctx.device, quantization="none", merge=True)
+    b = predict_probs(merged, rows, task, 100_000, ctx.device, progress=False)
     del merged
     _release()
     diff = float(np.abs(a - b).max())
@@ -339,17 +347,17 @@ def check_merge(ctx: Ctx, name: str, quant: str) -> dict[str, Any]:
 
 def check_two_predictors(ctx: Ctx, name: str, quant: str) -> dict[str, Any]:
     """Two predictors (cuda:0 and cuda:1, or twice the same device) give the sequential result, row for row."""
-    from kagglelib.data import load_arena
+    from kagglelib.data.load import load_arena
 
     run = saved_run(ctx, name)
     memory_cap(ctx, None)
     n_dev = torch.cuda.device_count() if ctx.cuda else 0
     devices = ["cuda:0", "cuda:1"] if n_dev >= 2 else [ctx.device, ctx.device]
     df = load_arena(sample_paths()[1]).head(48 if not ctx.tiny else 8)
-    preds = inference.run_predictors(run, devices, quantization=quant, batch_tokens=4096)
-    two, _ = inference.predict_chunked(preds, df, None, chunk_rows=4, tta=True, progress=False)
-    one, _ = inference.predict_chunked(preds[:1], df, None, chunk_rows=4, tta=True, progress=False)
-    inference.release_models(preds)
+    preds = run_predictors(run, devices, quantization=quant, batch_tokens=4096)
+    two, _ = predict_chunked(preds, df, None, chunk_rows=4, tta=True, progress=False)
+    one, _ = predict_chunked(preds[:1], df, None, chunk_rows=4, tta=True, progress=False)
+    release_models(preds)
     diff = float(np.abs(two - one).max())
     tol = 1e-6 if not ctx.cuda else 5e-3
     return {"ok": diff <= tol, "devices": devices, "max_abs_diff": diff, "tolerance": tol}

@@ -21,11 +21,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kagglelib.data import load_arena  # noqa: E402
-from kagglelib.paths import minilm_dir  # noqa: E402
-from kagglelib.paths import sample_paths  # noqa: E402
-from kagglelib.predict import pad_batch, predict_probs  # noqa: E402
-from kagglelib.text import TextConfig, encode_pairs  # noqa: E402
+from kagglelib.data.load import load_arena
+from kagglelib.core.paths import minilm_dir
+from kagglelib.core.paths import sample_paths
+from kagglelib.models.forward import pad_batch, predict_probs
+from kagglelib.data.text import TextConfig, encode_pairs
 
 
 def load_model(max_length: int, device: str):
@@ -89,7 +89,7 @@ def main() -> None:
                            progress=False)
     t_ours = time.perf_counter() - t0
 
-    from kagglelib.predict import make_batches
+    from kagglelib.models.forward import make_batches
     ours_padded = sum(len(b) * max(len(ids[i]) for i in b) for b in make_batches([len(x) for x in ids], args.batch_tokens))
     print(f"rows={args.rows} max_length={args.max_length} mean_tokens={real / len(ids):.0f} device={args.device} "
           f"threads={args.threads}")

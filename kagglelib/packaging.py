@@ -25,9 +25,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .artifacts import CONFIG
-from .io import comma_list, read_json, write_json, write_text
-from .paths import COMPETITIONS, DATASET_SLUG, REPO_ROOT, default_output_dir, find_run
+from .core.io import comma_list, read_json, write_json, write_text
+from .core.paths import COMPETITIONS, DATASET_SLUG, REPO_ROOT, default_output_dir
+from .models.saved import inference_needs
+from .models.spec import spec_from
+from .run.layout import CONFIG, find_run
+from .run.store import MANIFEST, verify_run
+
 
 COMPETITION = COMPETITIONS[0]
 
@@ -38,7 +42,6 @@ def copy_run(run_dir: Path, dest: Path) -> Path:
     Kept checkpoints, caches and half-written files are not in the manifest, so they stay home, and the copy
     passes :func:`kagglelib.runs.verify_run` in the kernel.
     """
-    from .runs import MANIFEST, verify_run
 
     target = dest / run_dir.name
     if target.exists():
@@ -57,7 +60,6 @@ def run_needs(run_dir: Path) -> dict:
         return {"packages": list(info.get("packages", [])), "base_model": info.get("base_model"),
                 "layout": info.get("layout")}
     if (run_dir / "model").is_dir():   # an older transformer run: its needs follow from its config
-        from .models import inference_needs, spec_from
 
         return inference_needs(spec_from(read_json(run_dir / CONFIG)))
     raise ValueError(f"{run_dir}: no run_info.json / predictor.json: an older baseline run that cannot predict "

@@ -26,9 +26,17 @@ from typing import Any
 
 import numpy as np
 
-from . import paths
-
-GIB = 2**30
+from .core.paths import REPO_ROOT, sample_paths
+from .data.load import load_arena
+from .data.text import INSTRUCTION, encode_pairs
+from .inference.submit import InferenceConfig
+from .models.build import load_tokenizer, lora_targets, resolve_backbone
+from .models.device import BF16_MIN_CAPABILITY, choose_attention, flash_attn_version, precision_for_capability
+from .models.shape import GIB, Shape, model_shape, resolve_quantization, weight_bytes
+from .models.spec import spec_from, text_config_from
+from .run.config import from_params
+from .run.layout import find_run
+from .training.config import DecoderTrainConfig, EncoderTrainConfig
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,6 @@ LIMIT_HOURS = {"kaggle-t4": {"train": 12.0, "infer": 9.0}, "colab-a100": {"train
 # Full competition sizes (LMSYS train.csv: 57,477 rows; test: "approximately 25,000 rows" per the data page),
 # used when the config points at the bundled 1,110-row sample: its length distribution, scaled to the real size.
 FULL_TRAIN_ROWS, FULL_TEST_ROWS = 57_477, 25_000
-
 # Model FLOP utilisation (achieved / peak). Optimised large-scale training reaches 46-52% (PaLM, Chowdhery et al.
 # 2022, Table 3; Megatron-LM, Narayanan et al. 2021); HF Trainer with padding, eager attention and checkpointing
 # runs lower: 25-35% on a T4 (issue 11's estimate), so 0.30 there and 0.35 on Ampere/Hopper.
@@ -74,77 +81,8 @@ INFER_MFU = {"T4": 0.40, "2xT4": 0.40, "A100-40": 0.45, "A100-80": 0.45, "H100":
 # Speed relative to 16-bit: bitsandbytes dequantises 4-bit weights on every matmul (QLoRA, Dettmers et al. 2023,
 # trades speed for memory); 8-bit is 2.4-5.7x slower in public reports (kagglelib.models.INT8_SLOWDOWN).
 QUANT_SPEED = {"none": 1.0, "4bit": 0.75, "8bit": 1 / 4.0}
-QUANT_BYTES = {"none": None, "4bit": 0.516, "8bit": 1.0}   # NF4 + double-quantised absmax: 4.127 bits per weight
 CUDA_OVERHEAD_GIB = 1.0   # CUDA context (~0.4 GB), cuBLAS workspace, allocator fragmentation
-BENCH_JSON = paths.REPO_ROOT / "bench" / "results" / "gpu_check.json"
-
-
-@dataclass(frozen=True)
-class Shape:
-    """The dimensions that decide FLOPs and memory."""
-
-    model_type: str
-    hidden: int
-    intermediate: int
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    vocab: int
-    source: str = ""
-
-    @property
-    def gated(self) -> bool:
-        return self.model_type not in ("deberta-v2", "deberta", "bert", "roberta", "xlm-roberta", "electra")
-
-    @property
-    def linear_params(self) -> int:
-        """Parameters of the transformer blocks' matrices (what is quantised and what costs FLOPs)."""
-        attn = self.hidden * self.heads * self.head_dim * 2 + self.hidden * self.kv_heads * self.head_dim * 2
-        mlp = self.hidden * self.intermediate * (3 if self.gated else 2)
-        return self.layers * (attn + mlp)
-
-    @property
-    def embed_params(self) -> int:
-        return self.vocab * self.hidden
-
-
-# Hand-written shapes of the real backbones, used when their config.json is not on this machine.
-KNOWN_SHAPES = {
-    "gemma-2-2b": Shape("gemma2", 2304, 9216, 26, 8, 4, 256, 256000, "hand-written (google/gemma-2-2b config)"),
-    "gemma-2-9b": Shape("gemma2", 3584, 14336, 42, 16, 8, 256, 256000, "hand-written (google/gemma-2-9b config)"),
-    "deberta-v3-large": Shape("deberta-v2", 1024, 4096, 24, 16, 16, 64, 128100,
-                              "hand-written (microsoft/deberta-v3-large config)"),
-}
-
-
-def shape_from_config(cfg: dict[str, Any], source: str = "") -> Shape:
-    """A Shape from a Hugging Face config.json dict."""
-    heads = int(cfg["num_attention_heads"])
-    hidden = int(cfg["hidden_size"])
-    return Shape(cfg.get("model_type", ""), hidden, int(cfg["intermediate_size"]), int(cfg["num_hidden_layers"]),
-                 heads, int(cfg.get("num_key_value_heads") or heads), int(cfg.get("head_dim") or hidden // heads),
-                 int(cfg.get("vocab_size", 0)), source)
-
-
-def model_shape(backbone: str) -> Shape:
-    """The backbone's shape from its config.json when found locally, else the hand-written one; clear error if neither."""
-    from . import models
-
-    if backbone in models.SMOKE_BACKBONES:
-        return shape_from_config(models.tiny_config(backbone, 30522, 0).to_dict(), f"{backbone} (tiny random)")
-    try:
-        folder = Path(models.resolve_backbone(backbone))
-        if (folder / "config.json").is_file():
-            return shape_from_config(json.loads((folder / "config.json").read_text()), str(folder / "config.json"))
-    except FileNotFoundError:
-        pass
-    name = backbone.rstrip("/").split("/")[-1].lower()
-    for key, shape in KNOWN_SHAPES.items():
-        if name.startswith(key):
-            return shape
-    raise FileNotFoundError(f"no config.json for {backbone!r} here and no hand-written shape "
-                            f"(known: {sorted(KNOWN_SHAPES)}); put the model folder where models.resolve_backbone finds it")
+BENCH_JSON = REPO_ROOT / "bench" / "results" / "gpu_check.json"
 
 
 class CharTokenizer:
@@ -168,22 +106,18 @@ class CharTokenizer:
 def token_lengths(train_path: str, backbone: str, text_cfg: Any, suffix: str = "",
                   max_rows: int = 2000) -> tuple[np.ndarray, str]:
     """Per-row input lengths after truncation (up to ``max_rows`` rows of the file) and how they were counted."""
-    from . import data, models
-    from .text import encode_pairs
 
-    df = data.load_arena(train_path)
+    df = load_arena(train_path)
     if len(df) > max_rows:
         df = df.sample(max_rows, random_state=0)
     try:
-        tokenizer = models.load_tokenizer(models.resolve_backbone(backbone))
+        tokenizer = load_tokenizer(resolve_backbone(backbone))
         how = f"{type(tokenizer).__name__} of {backbone}"
     except (FileNotFoundError, OSError, ValueError):
         tokenizer, how = CharTokenizer(), "estimated at 4 characters per token (no tokenizer for this backbone here)"
     lengths = np.array([len(x) for x in encode_pairs(tokenizer, df, text_cfg, suffix)], dtype=np.int64)
     return lengths, f"{how}; {len(df)} rows of {Path(train_path).name}"
 
-
-# ---------------------------------------------------------------- the arithmetic
 
 def flops_per_row(shape: Shape, length: np.ndarray, attention_factor: float = 1.0) -> np.ndarray:
     """Forward FLOPs per row: 2 x matrix parameters per token + attention scores (QK^T and AV)."""
@@ -194,12 +128,6 @@ def flops_per_row(shape: Shape, length: np.ndarray, attention_factor: float = 1.
 def attention_factor(shape: Shape) -> float:
     """DeBERTa's disentangled attention adds content-to-position and position-to-content score matrices."""
     return 3.0 if shape.model_type.startswith("deberta") else 1.0
-
-
-def weight_bytes(shape: Shape, quantization: str, dtype_bytes: int) -> float:
-    """Backbone weights in memory: matrices at the quantised width, embeddings in 16-bit (never quantised)."""
-    per = QUANT_BYTES.get(quantization) or dtype_bytes
-    return shape.linear_params * per + shape.embed_params * min(dtype_bytes, 2 if quantization != "none" else dtype_bytes)
 
 
 def lora_params(shape: Shape, r: int, targets: list[str]) -> int:
@@ -274,17 +202,15 @@ class Plan:
 
 def _n_rows(path: str, full: int, profile: str) -> tuple[int, str]:
     """Rows of the file, or the full competition size when the file is the bundled sample on a GPU profile."""
-    from . import data
 
-    n = len(data.load_arena(path))
-    sample = Path(path).resolve() in [p.resolve() for p in paths.sample_paths()]
+    n = len(load_arena(path))
+    sample = Path(path).resolve() in [p.resolve() for p in sample_paths()]
     if sample and profile != "cpu-sample":
         return full, f"{full:,} (full competition size; {Path(path).name} is the {n:,}-row sample)"
     return n, f"{n:,} ({Path(path).name})"
 
 
 def _precision_bytes(precision: str, gpu: Gpu) -> tuple[str, int]:
-    from .models import BF16_MIN_CAPABILITY, precision_for_capability
 
     if precision == "auto":
         precision = precision_for_capability(BF16_MIN_CAPABILITY if gpu.bf16 else (7, 5))
@@ -292,7 +218,6 @@ def _precision_bytes(precision: str, gpu: Gpu) -> tuple[str, int]:
 
 
 def _attention(shape: Shape, requested: str, gpu: Gpu) -> str:
-    from .models import choose_attention, flash_attn_version
 
     cap = (8, 0) if gpu.bf16 else (7, 5)
     return choose_attention(shape.model_type, cap, flash_attn_version(), requested) or "sdpa"
@@ -300,13 +225,11 @@ def _attention(shape: Shape, requested: str, gpu: Gpu) -> str:
 
 def plan_training(cfg: Any, gpu_name: str | None = None, bench: dict[str, Any] | None = None) -> Plan:
     """Plan for a TrainConfig (notebooks 03/04): memory of the longest batch, FLOPs and hours of the whole run."""
-    from . import models
-    from .text import INSTRUCTION
 
     gpu_name = gpu_name or PROFILE_GPUS[cfg.profile]["train"]
     gpu, bench = GPUS[gpu_name], load_bench() if bench is None else bench
     shape = model_shape(cfg.backbone)
-    spec, text_cfg = models.spec_from(cfg), models.text_config_from(cfg)
+    spec, text_cfg = spec_from(cfg), text_config_from(cfg)
     lengths, how = token_lengths(cfg.train_path, cfg.backbone, text_cfg, INSTRUCTION if cfg.task == "next_token" else "")
     total, total_note = _n_rows(cfg.train_path, FULL_TRAIN_ROWS, cfg.profile)
     n_train = int(total * (cfg.n_folds - 1) / cfg.n_folds)
@@ -334,7 +257,7 @@ def plan_training(cfg: Any, gpu_name: str | None = None, bench: dict[str, Any] |
     longest = int(min(cfg.max_length, lengths.max()))
     micro_rows = cfg.batch_size * (2 if cfg.swap_aug == "pair" else 1)
     if spec.use_lora:
-        targets = models.lora_targets(spec, shape.model_type)
+        targets = lora_targets(spec, shape.model_type)
         trainable = lora_params(shape, cfg.lora_r, targets) + shape.hidden * 3
         weights = weight_bytes(shape, quant, wbytes)
     else:
@@ -374,26 +297,23 @@ def plan_training(cfg: Any, gpu_name: str | None = None, bench: dict[str, Any] |
 
 def _run_config(run: str, output_dir: str, profile: str) -> tuple[dict[str, Any], str]:
     """A run's saved config.json, or the training profile's planned config for a run not trained yet."""
-    from . import training
 
     try:
-        path = paths.find_run(run, output_dir)
+        path = find_run(run, output_dir)
         return json.loads((path / "config.json").read_text()), f"{path}/config.json"
     except FileNotFoundError:
         pass
     if "baseline" in run.lower():
         return {"config_class": "BaselineConfig"}, "not trained yet: feature model (02)"
-    cls = training.DecoderTrainConfig if "gemma" in run.lower() or "llm" in run.lower() else training.EncoderTrainConfig
+    cls = DecoderTrainConfig if "gemma" in run.lower() or "llm" in run.lower() else EncoderTrainConfig
     # On Kaggle the 9B is trained elsewhere (colab-a100) and only predicted here: plan that run.
-    train_profile = "colab-a100" if (cls is training.DecoderTrainConfig and profile == "kaggle-t4") else profile
+    train_profile = "colab-a100" if (cls is DecoderTrainConfig and profile == "kaggle-t4") else profile
     cfg = cls(profile=train_profile, run_name=run, output_dir=output_dir or "")
     return {**dataclasses.asdict(cfg), "config_class": cls.__name__}, f"not trained yet: {cls.__name__} profile {train_profile}"
 
 
 def plan_inference(cfg: Any, gpu_name: str | None = None, bench: dict[str, Any] | None = None) -> Plan:
     """Plan for an InferenceConfig (notebook 05): every run's memory per GPU and hours with TTA, summed."""
-    from . import models
-    from .text import INSTRUCTION
 
     gpu_name = gpu_name or PROFILE_GPUS[cfg.profile]["infer"]
     gpu, bench = GPUS[gpu_name], load_bench() if bench is None else bench
@@ -411,7 +331,7 @@ def plan_inference(cfg: Any, gpu_name: str | None = None, bench: dict[str, Any] 
         shape = model_shape(rc["backbone"])
         precision, wbytes = _precision_bytes(cfg.precision, gpu)
         quant = resolve_quantization(cfg.quantization, rc, shape, gpu.memory_gib * GIB, wbytes)
-        text_cfg = models.text_config_from(rc)
+        text_cfg = text_config_from(rc)
         lengths, how = token_lengths(cfg.train_path or rc.get("train_path", ""), rc["backbone"], text_cfg,
                                      INSTRUCTION if rc.get("task") == "next_token" else "")
         attn = _attention(shape, rc.get("attn_implementation", "auto"), gpu)
@@ -437,28 +357,14 @@ def plan_inference(cfg: Any, gpu_name: str | None = None, bench: dict[str, Any] 
     return plan
 
 
-def resolve_quantization(requested: str | None, run_cfg: dict[str, Any], shape: Shape, memory_bytes: float,
-                         dtype_bytes: int = 2) -> str:
-    """The quantisation a run is loaded with: 'auto' = 4-bit when its 16-bit weights need > 60% of the GPU."""
-    if not run_cfg.get("use_lora", False):
-        return "none"   # full fine-tunes are loaded as saved (bitsandbytes only wraps LoRA bases here)
-    if requested in (None, ""):
-        return run_cfg.get("quantization") or "none"
-    if requested == "auto":
-        return "4bit" if weight_bytes(shape, "none", dtype_bytes) > 0.6 * memory_bytes else "none"
-    return requested
-
-
 def notebook_plan(notebook: str, params: dict[str, Any] | None = None, gpu: str | None = None) -> Plan:
     """The plan for notebook 03, 04 or 05 with the given parameters (a notebook passes ``globals()``)."""
-    from . import inference, training
-    from .config import from_params
 
     params = dict(params or {})
-    cls = {"03": training.DecoderTrainConfig, "04": training.EncoderTrainConfig,
-           "05": inference.InferenceConfig}[str(notebook)[:2]]
+    cls = {"03": DecoderTrainConfig, "04": EncoderTrainConfig,
+           "05": InferenceConfig}[str(notebook)[:2]]
     cfg = from_params(cls, params)
-    return plan_inference(cfg, gpu) if cls is inference.InferenceConfig else plan_training(cfg, gpu)
+    return plan_inference(cfg, gpu) if cls is InferenceConfig else plan_training(cfg, gpu)
 
 
 def show(notebook: str, params: dict[str, Any] | None = None, gpu: str | None = None) -> Plan | None:

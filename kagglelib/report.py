@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import artifacts
-from .ablation import INT_COLUMNS, integer_columns, to_markdown
-from .io import write_text
-from .paths import REPO_ROOT, default_output_dir
-from .probes import bias_frame
+from .analysis.ablation import INT_COLUMNS, integer_columns, to_markdown
+from .analysis.probes import bias_frame
+from .core.io import write_text
+from .core.paths import REPO_ROOT, default_output_dir
+from .run.layout import ABLATION_DIR, ABLATION_FIGURES, ABLATION_TABLE_CSV, BIAS_REPORT, METRICS
+
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 TABLE_COLUMNS = ["run", "backbone", "task", "head_layers", "smoke", "n_train", "n_heldout", "log_loss", "ll_low",
@@ -29,14 +30,14 @@ TABLE_COLUMNS = ["run", "backbone", "task", "head_layers", "smoke", "n_train", "
 
 def results_markdown(output_dir: Path, figure_dir: Path, readme_dir: Path = REPO_ROOT) -> str:
     """The results section: ablation table, submission blend, bias probes, with where each came from."""
-    ab = output_dir / artifacts.ABLATION_DIR
-    table = integer_columns(pd.read_csv(ab / artifacts.ABLATION_TABLE_CSV), INT_COLUMNS + ("seconds",))
+    ab = output_dir / ABLATION_DIR
+    table = integer_columns(pd.read_csv(ab / ABLATION_TABLE_CSV), INT_COLUMNS + ("seconds",))
     parts = ["Produced by `bash run_all.sh` on the bundled 1,110-row sample (CPU, profile `cpu-sample`) and "
              "copied here by `python -m kagglelib.report`. Held-out rows only: out-of-fold for the baseline, "
              "the validation fold for fine-tuned models. Smoke runs are tiny random models that only prove the "
              "pipeline runs; they are not results. Intervals: 95% bootstrap over rows.\n",
              to_markdown(table[[c for c in TABLE_COLUMNS if c in table.columns]])]
-    sub = output_dir / "runs" / "submission" / artifacts.METRICS
+    sub = output_dir / "runs" / "submission" / METRICS
     if sub.exists():
         m = json.loads(sub.read_text())
         blend = pd.DataFrame({run: m["valid_per_run"][run] for run in m["runs"]}).T
@@ -45,12 +46,12 @@ def results_markdown(output_dir: Path, figure_dir: Path, readme_dir: Path = REPO
         parts += [f"\n**Submission blend** (notebook 05, on the {m['n_valid_common']} validation rows all runs "
                   f"share; temperature {m['temperature']:.3f}, TTA {m['tta']}):\n",
                   to_markdown(blend.reset_index(names="run")[["run", "weight", "log_loss", "accuracy"]])]
-    bias = ab / artifacts.BIAS_REPORT
+    bias = ab / BIAS_REPORT
     if bias.exists():
         frame = bias_frame(json.loads(bias.read_text()))
         parts += ["\n**Bias probes** (notebook 06, real held-out rows; shifts are changes in the edited side's win "
                   "probability):\n", to_markdown(frame)]
-        figure = artifacts.ABLATION_FIGURES["bias"]
+        figure = ABLATION_FIGURES["bias"]
         if (ab / figure).exists():
             figure_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(ab / figure, figure_dir / figure)

@@ -21,7 +21,7 @@ TEST = ROOT / "data" / "sample" / "test.csv"
 @pytest.fixture(scope="session")
 def train_df():
     """The bundled 1,110-row real train sample, loaded once."""
-    from kagglelib.data import load_arena
+    from kagglelib.data.load import load_arena
 
     return load_arena(TRAIN)
 
@@ -29,7 +29,7 @@ def train_df():
 @pytest.fixture(scope="session")
 def test_df():
     """The bundled 200-row real test sample, loaded once."""
-    from kagglelib.data import load_arena
+    from kagglelib.data.load import load_arena
 
     return load_arena(TEST)
 

@@ -171,7 +171,8 @@ CASES = [
 
 
 def run_case(case: Case, tmp: Path) -> pd.DataFrame:
-    from kagglelib.data import load_arena, make_folds
+    from kagglelib.data.folds import make_folds
+    from kagglelib.data.load import load_arena
 
     df = load_arena(case.build(tmp), **case.kwargs)
     if case.action == "folds":
@@ -194,7 +195,7 @@ def test_bad_input_table(case: Case, tmp_path: Path):
 
 def test_rows_never_dropped_or_reordered_by_the_reader(tmp_path):
     """Odd-but-valid files (CRLF, BOM, tabs, NULs, trailing lines, UTF-16) give the same ids in the same order."""
-    from kagglelib.data import load_arena
+    from kagglelib.data.load import load_arena
 
     want = [r["id"] for r in rows(6)]
     variants = {"crlf.csv": csv_text(rows(), line_end="\r\n"), "bom.csv": "\ufeff" + GOOD,

@@ -7,13 +7,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kagglelib import baseline, metrics
-from kagglelib.calibration import apply_temperature, fit_temperature, softmax
-from kagglelib.data import load_arena, make_folds, swap_ab, swap_probs
-from kagglelib.features import FeatureConfig, PairFeaturizer, length_columns
-from kagglelib.io import read_json
-from kagglelib.paths import sample_paths
-from kagglelib.submission import validate_submission
+from kagglelib.scoring.metrics import log_loss, prior_probs
+from kagglelib.training.baseline import BaselineConfig, augment, cv_lgbm, cv_logreg, run_baseline
+from kagglelib.scoring.calibration import apply_temperature, fit_temperature, softmax
+from kagglelib.data.folds import make_folds
+from kagglelib.data.frame import swap_ab, swap_probs
+from kagglelib.data.load import load_arena
+from kagglelib.data.features import FeatureConfig, PairFeaturizer, length_columns
+from kagglelib.core.io import read_json
+from kagglelib.core.paths import sample_paths
+from kagglelib.inference.predictors import load_baseline
+from kagglelib.models.tabular import symmetric_predict
+from kagglelib.scoring.submission import validate_submission
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +29,11 @@ def data():
     return train, test, fz.transform(train), fz.transform(test), fz.transform(swap_ab(test))
 
 
-def small_cfg(tmp_path, **kw) -> baseline.BaselineConfig:
+def small_cfg(tmp_path, **kw) -> BaselineConfig:
     args = dict(output_dir=str(tmp_path), run_name="t", n_folds=2, n_estimators=40, learning_rate=0.1,
                 max_train_rows=300, use_char_tfidf=False, use_embeddings=False)
     args.update(kw)
-    return baseline.BaselineConfig(**args)
+    return BaselineConfig(**args)
 
 
 @pytest.mark.parametrize("model", ["lgbm", "logreg"])
@@ -39,9 +44,9 @@ def test_swapping_inputs_swaps_predictions(data, tmp_path, model) -> None:
     both = pd.concat([f_test, f_test_swapped], ignore_index=True)
     if model == "lgbm":
         cfg = small_cfg(tmp_path)
-        res = baseline.cv_lgbm(f_train, labels, folds, both, cfg.lgbm_params(), 40, 10)
+        res = cv_lgbm(f_train, labels, folds, both, cfg.lgbm_params(), 40, 10)
     else:
-        res = baseline.cv_logreg(f_train, labels, folds, both, 0.01)
+        res = cv_logreg(f_train, labels, folds, both, 0.01)
     n = len(test)
     p, p_swapped = res.test[:n], res.test[n:]
     np.testing.assert_allclose(p_swapped, swap_probs(p), atol=1e-6, rtol=0)
@@ -53,14 +58,14 @@ def test_swapping_inputs_swaps_predictions(data, tmp_path, model) -> None:
 def test_symmetric_predict_with_asymmetric_model(data) -> None:
     _, _, _, f_test, f_test_swapped = data
     bias = lambda f: softmax(np.c_[f["chars_a"] / 1000 + 1.0, f["words_b"] / 500, np.zeros(len(f))])  # noqa: E731
-    p = baseline.symmetric_predict(bias, f_test)
-    q = baseline.symmetric_predict(bias, f_test_swapped)
+    p = symmetric_predict(bias, f_test)
+    q = symmetric_predict(bias, f_test_swapped)
     np.testing.assert_allclose(q, swap_probs(p), atol=1e-12)
 
 
 def test_augment_keeps_swapped_twins(data) -> None:
     train, _, f_train, _, _ = data
-    x, y = baseline.augment(f_train, train["label"].to_numpy())
+    x, y = augment(f_train, train["label"].to_numpy())
     n = len(train)
     assert len(x) == 2 * n
     np.testing.assert_array_equal(y[n:], np.array([1, 0, 2])[y[:n]])
@@ -77,7 +82,7 @@ def test_temperature_recovers_the_true_scale() -> None:
     probs = softmax(logits)
     assert fit_temperature(probs, labels) == pytest.approx(T, rel=1e-3)  # probabilities are taken as log-probs
     np.testing.assert_allclose(apply_temperature(probs, 1.0), probs, atol=1e-12)
-    assert metrics.log_loss(labels, apply_temperature(probs, T)) < metrics.log_loss(labels, probs) - 0.1
+    assert log_loss(labels, apply_temperature(probs, T)) < log_loss(labels, probs) - 0.1
     with pytest.raises(ValueError):
         apply_temperature(probs, 0.0)
 
@@ -102,7 +107,7 @@ def test_bad_test_file_gives_valid_submission_and_all_artifacts(tmp_path) -> Non
     test_path = tmp_path / "bad_test.csv"
     bad_test_file(test_path)
     cfg = small_cfg(tmp_path, test_path=str(test_path), compare=True)
-    result = baseline.run_baseline(cfg)
+    result = run_baseline(cfg)
     run = tmp_path / "runs" / "t"
     for name in ("config.json", "metrics.json", "oof.csv", "test_preds.csv", "submission.csv",
                  "feature_importance.png", "calibration.png", "feature_importance.csv", "lgbm_fold0.txt"):
@@ -120,32 +125,32 @@ def test_bad_test_file_gives_valid_submission_and_all_artifacts(tmp_path) -> Non
     assert list(oof.columns) == ["id", "fold", "label", "winner_model_a", "winner_model_b", "winner_tie",
                                  "identical", "empty_a", "empty_b"]   # the rule flags 05 fits its rules on
     assert len(oof) == 300 and set(oof["fold"]) == {0, 1}
-    assert m["oof_log_loss"] == pytest.approx(metrics.log_loss(oof["label"], oof.iloc[:, 3:6].to_numpy()))
+    assert m["oof_log_loss"] == pytest.approx(log_loss(oof["label"], oof.iloc[:, 3:6].to_numpy()))
     preds = pd.read_csv(run / "test_preds.csv")
     assert list(preds.columns) == ["id", "winner_model_a", "winner_model_b", "winner_tie"]
     assert read_json(run / "config.json")["config_class"] == "BaselineConfig"
     assert set(result["comparison"]["model"]) == {"length_only", "logreg", "lgbm"}
     # the saved run predicts new rows exactly as it predicted the test file (05 and the probes use this)
-    predict = baseline.load_predictor(run)
+    predict = load_baseline(run)
     test = load_arena(test_path)
     np.testing.assert_allclose(predict(test), preds.iloc[:, 1:].to_numpy(), atol=1e-12, rtol=0)
 
 
 def test_config_checks_and_profile_defaults(tmp_path) -> None:
-    cfg = baseline.BaselineConfig(output_dir=str(tmp_path))
+    cfg = BaselineConfig(output_dir=str(tmp_path))
     assert cfg.run_name == "baseline" and cfg.n_estimators == 2000 and cfg.use_embeddings is False
     assert cfg.lgbm_params()["num_threads"] == 2
     with pytest.raises(ValueError, match="model"):
-        baseline.BaselineConfig(output_dir=str(tmp_path), model="xgb")
+        BaselineConfig(output_dir=str(tmp_path), model="xgb")
 
 
 def test_length_only_beats_prior_on_sample(data) -> None:
     train, _, f_train, f_test, _ = data
     labels = train["label"].to_numpy()
     folds = make_folds(train, 3, 0)
-    res = baseline.cv_logreg(f_train, labels, folds, f_test, 1.0, length_columns(f_train.columns))
-    prior = metrics.log_loss(labels, metrics.prior_probs(labels, len(labels)))
-    assert metrics.log_loss(labels, res.oof) < prior
+    res = cv_logreg(f_train, labels, folds, f_test, 1.0, length_columns(f_train.columns))
+    prior = log_loss(labels, prior_probs(labels, len(labels)))
+    assert log_loss(labels, res.oof) < prior
 
 
 @pytest.mark.slow   # a whole 02 run and 05 on the WSDM layout
@@ -160,7 +165,7 @@ def test_wsdm_layout_end_to_end(tmp_path):
     wsdm.iloc[:200].to_parquet(tmp_path / "train.parquet")
     wsdm.iloc[200:].drop(columns="winner").to_parquet(tmp_path / "test.parquet")   # keeps index 200..239
     cfg = small_cfg(tmp_path, train_path=str(tmp_path / "train.parquet"), test_path=str(tmp_path / "test.parquet"))
-    baseline.run_baseline(cfg)
+    run_baseline(cfg)
     m = read_json(cfg.run_dir / "metrics.json")
     assert m["submission_layout"] == "wsdm" and m["n_train"] == 200 and m["oof_acc_tie"] is None
     assert m["logreg_log_loss"] < np.log(3) and 0 <= m["oof_ab_accuracy"] <= 1
@@ -181,7 +186,7 @@ def test_saved_run_predicts_without_its_train_file(tmp_path, model) -> None:
     train_copy.parent.mkdir()
     shutil.copy(sample_paths()[0], train_copy)
     cfg = small_cfg(tmp_path / "home", train_path=str(train_copy), model=model, compare=False)
-    baseline.run_baseline(cfg)
+    run_baseline(cfg)
     want = pd.read_csv(cfg.run_dir / "test_preds.csv").iloc[:, 1:].to_numpy()
     moved = shutil.move(str(tmp_path / "home"), str(tmp_path / "elsewhere"))
     run = tmp_path / "elsewhere" / "runs" / "t"
@@ -192,12 +197,12 @@ def test_saved_run_predicts_without_its_train_file(tmp_path, model) -> None:
     assert info["layout"] == "kaggle" and info["provenance"]["train_file"] == "train.csv.gz"
     assert info["provenance"]["n_rows"] == 1110 and len(info["provenance"]["content_fingerprint"]) == 64
     assert not list(run.glob("*.pkl")) and not list(run.rglob("*.pickle"))
-    predict = baseline.load_predictor(run)
+    predict = load_baseline(run)
     np.testing.assert_allclose(predict(load_arena(sample_paths()[1])), want, atol=1e-9, rtol=0)
 
 
 def test_old_run_without_state_says_rerun_02(tmp_path) -> None:
-    from kagglelib.predictor import load_baseline
+    from kagglelib.inference.predictors import load_baseline
 
     (tmp_path / "config.json").write_text(json.dumps({"config_class": "BaselineConfig"}))
     with pytest.raises(FileNotFoundError, match="Re-run 02"):

@@ -32,7 +32,9 @@ import pandas as pd
 import pytest
 
 from conftest import TEST, TRAIN
-from kagglelib.data import LoadReport, load_arena, make_folds, parse_turns, swap_ab, swap_probs
+from kagglelib.data.folds import make_folds
+from kagglelib.data.frame import swap_ab, swap_probs
+from kagglelib.data.load import LoadReport, load_arena, parse_turns
 
 
 def row(**kw):

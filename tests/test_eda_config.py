@@ -10,25 +10,32 @@ from dataclasses import dataclass
 import pandas as pd
 import pytest
 
-from kagglelib import ablation, artifacts, baseline, eda, inference, runs, training
-from kagglelib.config import METADATA_KEYS, PROFILES, RunConfig, from_params, looks_like_parameter, save_config
-from kagglelib.features import text_stats
-from kagglelib.text import join_turns
+from kagglelib.analysis.ablation import AblationConfig
+from kagglelib.analysis.eda import (EdaConfig, length_table, longer_wins_rate, position_rates, run_eda,
+                                    share_interval, special_responses)
+from kagglelib.inference.submit import InferenceConfig
+from kagglelib.run.layout import CONFIG, EDA_FIGURES, METRICS
+from kagglelib.run.store import NOTEBOOK_OF
+from kagglelib.training.baseline import BaselineConfig
+from kagglelib.training.config import DecoderTrainConfig, EncoderTrainConfig, config_from_json
+from kagglelib.run.config import METADATA_KEYS, PROFILES, RunConfig, from_params, looks_like_parameter, save_config
+from kagglelib.data.features import text_stats
+from kagglelib.data.text import join_turns
 
 
 def test_run_eda_writes_metrics_and_figures(tmp_path):
-    result = eda.run_eda(eda.EdaConfig(output_dir=str(tmp_path), min_battles=5))
+    result = run_eda(EdaConfig(output_dir=str(tmp_path), min_battles=5))
     run = tmp_path / "runs" / "eda"
-    for name in [artifacts.CONFIG, artifacts.METRICS, *artifacts.EDA_FIGURES.values()]:
+    for name in [CONFIG, METRICS, *EDA_FIGURES.values()]:
         assert (run / name).stat().st_size > 0, name
-    metrics = json.loads((run / artifacts.METRICS).read_text())
+    metrics = json.loads((run / METRICS).read_text())
     assert metrics["n_train"] == 1110 and metrics["n_test"] == 200
     assert metrics["label_share"] == {"A": 0.3405, "B": 0.3514, "tie": 0.3081}
-    assert json.loads((run / artifacts.CONFIG).read_text())["min_battles"] == 5
+    assert json.loads((run / CONFIG).read_text())["min_battles"] == 5
     models = result["tables"]["model_win_rates"]
     assert len(models) and (models["battles"] >= 5).all()
     assert (models["battles"] < 10).any()          # min_battles reached the table: the default 10 would drop these
-    assert set(result["figures"]) == set(artifacts.EDA_FIGURES)
+    assert set(result["figures"]) == set(EDA_FIGURES)
 
 
 def test_refusals_are_one_pattern_for_eda_and_features():
@@ -36,7 +43,7 @@ def test_refusals_are_one_pattern_for_eda_and_features():
              "The answer is 42."]
     df = pd.DataFrame({"prompt": [["q"]] * 4, "response_a": [[t] for t in texts], "response_b": [["ok"]] * 4,
                        "label": [0, 1, 2, 0]})
-    table = eda.special_responses(df)
+    table = special_responses(df)
     assert table.loc["refusal in A only", "rows"] == 2                  # an apology alone is not a refusal
     assert (text_stats(pd.Series(texts))["refusal"] > 0).tolist() == [True, True, False, False]
 
@@ -44,7 +51,7 @@ def test_refusals_are_one_pattern_for_eda_and_features():
 def test_turns_are_joined_the_same_way_everywhere():
     df = pd.DataFrame({"id": [1], "prompt": [["q1", "q2"]], "response_a": [["one", "two"]], "response_b": [["x"]], "label": [0]})
     assert join_turns(df["response_a"]).tolist() == ["one\ntwo"]
-    assert eda.length_table(df).loc[0, "response_a_chars"] == len("one\ntwo")
+    assert length_table(df).loc[0, "response_a_chars"] == len("one\ntwo")
 
 
 @dataclass
@@ -79,17 +86,17 @@ def test_looks_like_parameter():
 def test_position_and_longer_wins_shares_with_intervals():
     df = pd.DataFrame({"id": range(4), "prompt": [["q"]] * 4, "response_a": [["aaaa"], ["a"], ["aaaa"], ["a"]],
                        "response_b": [["b"], ["bbbb"], ["b"], ["b"]], "label": [0, 1, 1, 2]})
-    pos = eda.position_rates(df)
+    pos = position_rates(df)
     half = 1.96 * (1 / 3 * 2 / 3 / 3) ** 0.5
     assert (pos["a_wins"], pos["b_wins"]) == (1, 2) and pos["a_share_of_decisive"] == pytest.approx(1 / 3)
     assert (pos["ci_low"], pos["ci_high"]) == pytest.approx((1 / 3 - half, 1 / 3 + half))
-    longer = eda.longer_wins_rate(df)                    # the tie is left out; the longer side won 2 of 3
+    longer = longer_wins_rate(df)                    # the tie is left out; the longer side won 2 of 3
     assert longer["rows"] == 3 and longer["longer_wins"] == pytest.approx(2 / 3)
-    assert all(v != v for v in eda.share_interval(0, 0))   # no rows: NaN, not a division error
+    assert all(v != v for v in share_interval(0, 0))   # no rows: NaN, not a division error
 
 
-CONFIGS = (eda.EdaConfig, baseline.BaselineConfig, training.DecoderTrainConfig, training.EncoderTrainConfig,
-           inference.InferenceConfig, ablation.AblationConfig)
+CONFIGS = (EdaConfig, BaselineConfig, DecoderTrainConfig, EncoderTrainConfig,
+           InferenceConfig, AblationConfig)
 
 
 @pytest.mark.parametrize("cls", CONFIGS, ids=lambda c: c.__name__)
@@ -109,15 +116,15 @@ def test_profile_tables_hold_only_what_differs(cls):
 
 
 def test_saved_training_config_reads_back_under_the_old_and_new_class_name(tmp_path):
-    cfg = training.DecoderTrainConfig(output_dir=str(tmp_path), lr=5e-3)
+    cfg = DecoderTrainConfig(output_dir=str(tmp_path), lr=5e-3)
     path = save_config(cfg, tmp_path, smoke=cfg.smoke, world_size=1)
     saved, names = set(json.loads(path.read_text())), {f.name for f in dataclasses.fields(cfg)}
     assert names <= saved and saved - names == {"config_class", "env", "host", "python", "created", "smoke", "world_size"}
     assert saved - names <= set(METADATA_KEYS)
-    assert training.config_from_json(path) == cfg
+    assert config_from_json(path) == cfg
     raw = {**json.loads(path.read_text()), "config_class": "GemmaTrainConfig"}   # a run saved before the rename
     (tmp_path / "old.json").write_text(json.dumps(raw))
-    assert training.config_from_json(tmp_path / "old.json") == cfg
-    assert runs.NOTEBOOK_OF["GemmaTrainConfig"] == runs.NOTEBOOK_OF["DecoderTrainConfig"] == "03_train_gemma_lora"
+    assert config_from_json(tmp_path / "old.json") == cfg
+    assert NOTEBOOK_OF["GemmaTrainConfig"] == NOTEBOOK_OF["DecoderTrainConfig"] == "03_train_gemma_lora"
     with pytest.raises(ValueError, match="METADATA_KEYS"):   # an extra key no reader would know to strip
         save_config(cfg, tmp_path, gpu="a100")

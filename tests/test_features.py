@@ -7,11 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kagglelib.data import load_arena, swap_ab
-from kagglelib.features import (FeatureConfig, PairFeaturizer, embed_texts, length_columns, pair_forms,
-                                swap_features, text_stats, truncate)
-from kagglelib.paths import sample_paths
-from kagglelib.text import join_turns
+from kagglelib.data.frame import swap_ab
+from kagglelib.data.load import load_arena
+from kagglelib.data.features import (FeatureConfig, PairFeaturizer, embed_texts, length_columns, pair_forms,
+                                     swap_features, text_stats, truncate)
+from kagglelib.core.paths import sample_paths
+from kagglelib.data.text import join_turns
 
 
 @pytest.fixture(scope="module")

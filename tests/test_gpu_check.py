@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from kagglelib.paths import REPO_ROOT
+from kagglelib.core.paths import REPO_ROOT
 
 
 @pytest.mark.slow

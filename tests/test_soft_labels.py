@@ -8,9 +8,13 @@ import pandas as pd
 import pytest
 
 from conftest import TEST, TRAIN
-from kagglelib import data, metrics
-from kagglelib.baseline import augment, expand_soft
-from kagglelib.config import RunConfig
+from kagglelib.data.folds import leakage_report, load_training, make_folds, split_paths
+from kagglelib.data.frame import (TARGET_COLUMNS, TEXT_COLUMNS, WINNER_COLUMNS, content_fingerprint, is_soft,
+                                  one_hot, pair_keys, swap_ab, swap_labels, swap_probs, targets)
+from kagglelib.data.load import load_arena
+from kagglelib.scoring.metrics import accuracy, log_loss, summarise
+from kagglelib.training.baseline import augment, expand_soft
+from kagglelib.run.config import RunConfig
 
 
 def row(**kw):
@@ -24,12 +28,12 @@ def row(**kw):
 def test_soft_winner_columns_load_as_targets(write_csv):
     path = write_csv([row(id=1, winner_model_a=0.2, winner_model_b=0.5, winner_tie=0.3),
                       row(id=2), row(id=3, winner_model_a=0.0, winner_model_b=0.0, winner_tie=1.0)])
-    df = data.load_arena(path)
-    np.testing.assert_allclose(data.targets(df), [[0.2, 0.5, 0.3], [1, 0, 0], [0, 0, 1]])
-    assert df["label"].tolist() == [1, 0, 2] and data.is_soft(df)
+    df = load_arena(path)
+    np.testing.assert_allclose(targets(df), [[0.2, 0.5, 0.3], [1, 0, 0], [0, 0, 1]])
+    assert df["label"].tolist() == [1, 0, 2] and is_soft(df)
     # swap_ab swaps the targets with the texts; swap_probs is the same permutation
-    np.testing.assert_allclose(data.targets(data.swap_ab(df)), data.swap_probs(data.targets(df)))
-    assert data.swap_ab(df)["label"].tolist() == [0, 1, 2]
+    np.testing.assert_allclose(targets(swap_ab(df)), swap_probs(targets(df)))
+    assert swap_ab(df)["label"].tolist() == [0, 1, 2]
 
 
 @pytest.mark.parametrize("override, pattern", [
@@ -42,39 +46,39 @@ def test_soft_winner_columns_load_as_targets(write_csv):
 def test_soft_label_file_errors_name_file_row_values(write_csv, override, pattern):
     path = write_csv([row(), row(id=2, **override)] if pattern is None else [row(**override)])
     if pattern is None:
-        assert data.load_arena(path)["label"].tolist() == [0, 1]
+        assert load_arena(path)["label"].tolist() == [0, 1]
     else:
         with pytest.raises(ValueError, match=pattern):
-            data.load_arena(path)
+            load_arena(path)
 
 
 def test_one_hot_data_behaves_as_before(train_df):
     labels = train_df["label"].to_numpy()
-    assert not data.is_soft(train_df)
-    np.testing.assert_array_equal(data.targets(train_df), data.one_hot(labels))
+    assert not is_soft(train_df)
+    np.testing.assert_array_equal(targets(train_df), one_hot(labels))
     probs = np.random.default_rng(0).dirichlet(np.ones(3), len(labels))
     # identical log loss from integer labels and from one-hot probability targets
-    assert metrics.log_loss(labels, probs) == pytest.approx(metrics.log_loss(data.one_hot(labels), probs), abs=1e-12)
-    assert metrics.summarise(labels, probs) == pytest.approx(metrics.summarise(data.one_hot(labels), probs))
+    assert log_loss(labels, probs) == pytest.approx(log_loss(one_hot(labels), probs), abs=1e-12)
+    assert summarise(labels, probs) == pytest.approx(summarise(one_hot(labels), probs))
     # the fingerprint of one-hot data ignores the new target columns
-    bare = train_df.drop(columns=list(data.TARGET_COLUMNS))
-    assert data.content_fingerprint(train_df) == data.content_fingerprint(bare)
+    bare = train_df.drop(columns=list(TARGET_COLUMNS))
+    assert content_fingerprint(train_df) == content_fingerprint(bare)
     # a single train file is loaded exactly as load_arena loads it
-    pd.testing.assert_frame_equal(data.load_training(str(TRAIN)), train_df)
+    pd.testing.assert_frame_equal(load_training(str(TRAIN)), train_df)
 
 
 def test_one_swap_helper_everywhere():
     labels = np.array([0, 1, 2, 1])
-    assert data.swap_labels(labels).tolist() == [1, 0, 2, 0]
+    assert swap_labels(labels).tolist() == [1, 0, 2, 0]
     probs = np.array([[0.6, 0.3, 0.1]])
-    assert data.swap_probs(probs).tolist() == [[0.3, 0.6, 0.1]]
-    assert data.swap_probs(probs[0]).tolist() == [0.3, 0.6, 0.1]
-    assert data.swap_probs(np.array([[0.7, 0.3]])).tolist() == [[0.3, 0.7]]
+    assert swap_probs(probs).tolist() == [[0.3, 0.6, 0.1]]
+    assert swap_probs(probs[0]).tolist() == [0.3, 0.6, 0.1]
+    assert swap_probs(np.array([[0.7, 0.3]])).tolist() == [[0.3, 0.7]]
     feats = pd.DataFrame({"len_a": [1.0, 2.0], "len_b": [5.0, 7.0]})
     _, y = augment(feats, labels[:2])
     assert y.tolist() == [0, 1, 1, 0]
-    _, t = augment(feats, data.one_hot(labels[:2]) * 0.5 + 0.5 / 3)
-    np.testing.assert_allclose(t[2:], data.swap_probs(t[:2]))
+    _, t = augment(feats, one_hot(labels[:2]) * 0.5 + 0.5 / 3)
+    np.testing.assert_allclose(t[2:], swap_probs(t[:2]))
 
 
 def test_soft_targets_for_gbdt_are_weighted_expanded_rows():
@@ -87,16 +91,16 @@ def test_soft_targets_for_gbdt_are_weighted_expanded_rows():
 def test_metrics_take_probability_targets():
     t = np.array([[0.2, 0.5, 0.3]])
     p = np.array([[0.1, 0.6, 0.3]])
-    assert metrics.log_loss(t, p) == pytest.approx(-(0.2 * np.log(0.1) + 0.5 * np.log(0.6) + 0.3 * np.log(0.3)))
-    assert metrics.accuracy(t, p) == 1.0
+    assert log_loss(t, p) == pytest.approx(-(0.2 * np.log(0.1) + 0.5 * np.log(0.6) + 0.3 * np.log(0.3)))
+    assert accuracy(t, p) == 1.0
 
 
 def _kaggle_rows(df: pd.DataFrame) -> pd.DataFrame:
     """The normalised rows back in the Kaggle CSV layout."""
     out = pd.DataFrame({"id": df["id"], "model_a": df["model_a"], "model_b": df["model_b"]})
-    for col in data.TEXT_COLUMNS:
+    for col in TEXT_COLUMNS:
         out[col] = df[col].map(json.dumps)
-    for col, values in zip(data.WINNER_COLUMNS, data.targets(df).T):
+    for col, values in zip(WINNER_COLUMNS, targets(df).T):
         out[col] = values
     return out
 
@@ -104,7 +108,7 @@ def _kaggle_rows(df: pd.DataFrame) -> pd.DataFrame:
 def test_several_files_drop_exact_and_ab_swapped_duplicates(tmp_path, train_df, test_df):
     first = train_df.iloc[:40]
     second = pd.concat([
-        data.swap_ab(train_df.iloc[[3]]),          # an A/B-swapped copy of a row of the first file
+        swap_ab(train_df.iloc[[3]]),          # an A/B-swapped copy of a row of the first file
         train_df.iloc[[7]],                        # an exact copy
         train_df.iloc[[50, 51]],                   # new rows
         train_df.iloc[[50]],                       # a duplicate inside the second file: kept, counted
@@ -113,7 +117,7 @@ def test_several_files_drop_exact_and_ab_swapped_duplicates(tmp_path, train_df, 
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
     _kaggle_rows(first).to_csv(a, index=False)
     _kaggle_rows(second).to_csv(b, index=False)
-    df = data.load_training(f"{a},{b}")
+    df = load_training(f"{a},{b}")
     report = df.attrs["train_report"]
     assert [f["rows"] for f in report["files"]] == [40, 5]
     assert [f["duplicates_dropped"] for f in report["files"]] == [0, 2] and report["duplicates_dropped"] == 2
@@ -121,13 +125,13 @@ def test_several_files_drop_exact_and_ab_swapped_duplicates(tmp_path, train_df, 
     assert df["id"].tolist() == [str(i) for i in first["id"]] + ["n50", "n51", "n50b"]
     assert df["source"].tolist() == [0] * 40 + [1] * 3
     # folds grouped by prompt across both files; the leakage report counts prompts shared with the test file
-    folds = data.make_folds(df, 3)
-    leak = data.leakage_report(df, folds, test_df)
+    folds = make_folds(df, 3)
+    leak = leakage_report(df, folds, test_df)
     assert leak["train_rows_prompt_in_other_fold"] == 0
     test_prompts = set(test_df["prompt"].map(tuple))
     assert leak["train_rows_prompt_in_test"] == int(df["prompt"].map(tuple).isin(test_prompts).sum()) > 0
     # the swapped key is symmetric
-    assert data.pair_keys(train_df.iloc[[3]])[0] == data.pair_keys(data.swap_ab(train_df.iloc[[3]]))[0]
+    assert pair_keys(train_df.iloc[[3]])[0] == pair_keys(swap_ab(train_df.iloc[[3]]))[0]
 
 
 def test_ids_shared_by_two_files_are_an_error(tmp_path, train_df):
@@ -137,10 +141,10 @@ def test_ids_shared_by_two_files_are_an_error(tmp_path, train_df):
     other["id"] = train_df["id"].iloc[:2].to_numpy()
     _kaggle_rows(other).to_csv(b, index=False)
     with pytest.raises(ValueError, match=r"occurs in several train files"):
-        data.load_training([str(a), str(b)])
+        load_training([str(a), str(b)])
 
 
 def test_train_path_list_resolves_each_item():
     cfg = RunConfig(train_path=f"{TRAIN}, {TEST}")
-    assert data.split_paths(cfg.train_path) == [str(TRAIN), str(TEST)]
+    assert split_paths(cfg.train_path) == [str(TRAIN), str(TEST)]
     assert RunConfig(train_path=[str(TRAIN)]).train_path == str(TRAIN)

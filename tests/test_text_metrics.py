@@ -9,9 +9,12 @@ import pytest
 from sklearn.metrics import log_loss as sk_log_loss
 
 from conftest import TEST
-from kagglelib import metrics, paths
-from kagglelib.submission import validate_submission, write_submission
-from kagglelib.text import TextConfig, encode_pairs, head_tail, head_tail_text, special_template
+from kagglelib.core import paths
+from kagglelib.core.paths import REPO_ROOT, default_output_dir, detect_env, resolve_data_path
+from kagglelib.run.layout import run_dir
+from kagglelib.scoring.metrics import ab_accuracy, accuracy, log_loss, per_class_accuracy, prior_probs
+from kagglelib.scoring.submission import validate_submission, write_submission
+from kagglelib.data.text import TextConfig, encode_pairs, head_tail, head_tail_text, special_template
 
 
 @pytest.fixture(scope="module")
@@ -61,23 +64,23 @@ def test_log_loss_matches_sklearn_and_clips():
     rng = np.random.default_rng(0)
     p = rng.dirichlet([1, 1, 1], size=50)
     y = rng.integers(0, 3, size=50)
-    assert metrics.log_loss(y, p) == pytest.approx(sk_log_loss(y, p, labels=[0, 1, 2]), rel=1e-12)
-    assert metrics.log_loss([0], [[1 / 3] * 3]) == pytest.approx(np.log(3))
-    assert metrics.log_loss([0], [[0.0, 1.0, 0.0]]) == pytest.approx(-np.log(1e-15), rel=1e-6)
-    assert metrics.accuracy([0, 1, 2], np.eye(3)) == 1.0
-    acc = metrics.per_class_accuracy(np.array([0, 0, 1]), np.array([[1, 0, 0], [0, 1, 0], [0, 1, 0]]))
+    assert log_loss(y, p) == pytest.approx(sk_log_loss(y, p, labels=[0, 1, 2]), rel=1e-12)
+    assert log_loss([0], [[1 / 3] * 3]) == pytest.approx(np.log(3))
+    assert log_loss([0], [[0.0, 1.0, 0.0]]) == pytest.approx(-np.log(1e-15), rel=1e-6)
+    assert accuracy([0, 1, 2], np.eye(3)) == 1.0
+    acc = per_class_accuracy(np.array([0, 0, 1]), np.array([[1, 0, 0], [0, 1, 0], [0, 1, 0]]))
     assert acc["A"] == 0.5 and acc["B"] == 1.0 and np.isnan(acc["tie"])
-    assert metrics.ab_accuracy(np.array([0, 1, 2]), np.array([[.6, .4, 0], [.6, .4, 0], [0, 1, 0]])) == 0.5
+    assert ab_accuracy(np.array([0, 1, 2]), np.array([[.6, .4, 0], [.6, .4, 0], [0, 1, 0]])) == 0.5
 
 
 def test_prior_is_the_label_frequencies_and_scores_their_entropy(train_df):
     y = train_df["label"].to_numpy()
     freq = np.bincount(y, minlength=3) / len(y)
-    prior = metrics.prior_probs(y, 5)
+    prior = prior_probs(y, 5)
     assert prior.shape == (5, 3) and np.allclose(prior, freq)
     # The log loss of a constant prediction q is the cross-entropy H(freq, q): equal to the entropy for q = freq.
-    assert metrics.log_loss(y, metrics.prior_probs(y, len(y))) == pytest.approx(-(freq * np.log(freq)).sum())
-    assert metrics.prior_probs(np.array([0, 0, 1, 0]), 2).tolist() == [[0.75, 0.25, 0.0]] * 2   # absent class: 0
+    assert log_loss(y, prior_probs(y, len(y))) == pytest.approx(-(freq * np.log(freq)).sum())
+    assert prior_probs(np.array([0, 0, 1, 0]), 2).tolist() == [[0.75, 0.25, 0.0]] * 2   # absent class: 0
 
 
 def test_write_and_validate_submission(tmp_path, test_df):
@@ -130,21 +133,21 @@ def test_detect_env_reads_the_markers_of_each_platform(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(paths, "KAGGLE_INPUT", tmp_path / "no-kaggle-input")
     monkeypatch.setattr(paths, "COLAB_ROOT", tmp_path / "no-content")
-    assert paths.detect_env() == "local"
+    assert detect_env() == "local"
     monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab-1")
-    assert paths.detect_env() == "colab"
+    assert detect_env() == "colab"
     monkeypatch.delenv("COLAB_RELEASE_TAG")
     (tmp_path / "no-kaggle-input").mkdir()                 # a Kaggle kernel is recognised by /kaggle/input alone
-    assert paths.detect_env() == "kaggle"
+    assert detect_env() == "kaggle"
 
 
 def test_paths_resolve(tmp_path, monkeypatch):
-    assert paths.resolve_data_path("sample/train.csv.gz") == paths.REPO_ROOT / "data" / "sample" / "train.csv.gz"
+    assert resolve_data_path("sample/train.csv.gz") == REPO_ROOT / "data" / "sample" / "train.csv.gz"
     with pytest.raises(FileNotFoundError, match="data/README.md"):
-        paths.resolve_data_path("missing.csv")
-    assert paths.run_dir(tmp_path, "r1") == tmp_path / "runs" / "r1" and (tmp_path / "runs" / "r1").is_dir()
+        resolve_data_path("missing.csv")
+    assert run_dir(tmp_path, "r1") == tmp_path / "runs" / "r1" and (tmp_path / "runs" / "r1").is_dir()
     with pytest.raises(ValueError):
-        paths.run_dir(tmp_path, "../escape")
+        run_dir(tmp_path, "../escape")
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
-    assert paths.detect_env() == "kaggle"
-    assert paths.default_output_dir() == Path("/kaggle/working/outputs")
+    assert detect_env() == "kaggle"
+    assert default_output_dir() == Path("/kaggle/working/outputs")

@@ -13,10 +13,14 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-from kagglelib import models, predict, training
-from kagglelib.io import read_json
-from kagglelib.paths import REPO_ROOT
-from kagglelib.text import encode_pairs
+from kagglelib.models.build import label_token_ids
+from kagglelib.models.forward import predict_probs
+from kagglelib.models.saved import load_for_inference
+from kagglelib.training.config import DecoderTrainConfig, EncoderTrainConfig
+from kagglelib.training.fit import train
+from kagglelib.core.io import read_json
+from kagglelib.core.paths import REPO_ROOT
+from kagglelib.data.text import encode_pairs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -25,8 +29,8 @@ SMALL = dict(profile="cpu-sample", max_train_rows=32, max_valid_rows=16, max_len
              response_tokens=24, freeze_layers=0, batch_size=4, eval_batch_size=16, lr=5e-3, head_lr=5e-3, progress=False)
 
 
-def gemma_cfg(tmp_path, run_name, **kw) -> training.DecoderTrainConfig:
-    return training.DecoderTrainConfig(output_dir=str(tmp_path), run_name=run_name,
+def gemma_cfg(tmp_path, run_name, **kw) -> DecoderTrainConfig:
+    return DecoderTrainConfig(output_dir=str(tmp_path), run_name=run_name,
                                      **{**SMALL, "max_steps": 4, "eval_steps": 2, "save_steps": 2, **kw})
 
 
@@ -35,9 +39,9 @@ def resumed(tmp_path_factory):
     """One uninterrupted run and one interrupted at step 2 then resumed (PiSSA, 3-layer head, dropout on)."""
     tmp = tmp_path_factory.mktemp("runs")
     kw = dict(lora_dropout=0.1, head_dropout=0.1)
-    full = training.train(gemma_cfg(tmp, "full", **kw))
-    stop = training.train(gemma_cfg(tmp, "resumed", **kw), interrupt_at_step=2)
-    again = training.train(gemma_cfg(tmp, "resumed", **kw))
+    full = train(gemma_cfg(tmp, "full", **kw))
+    stop = train(gemma_cfg(tmp, "resumed", **kw), interrupt_at_step=2)
+    again = train(gemma_cfg(tmp, "resumed", **kw))
     return tmp, full, stop, again
 
 
@@ -77,23 +81,23 @@ def test_run_folder_contract(resumed):
     probs = preds[["winner_model_a", "winner_model_b", "winner_tie"]].to_numpy()
     assert np.allclose(probs.sum(1), 1)
     # The saved model (rebuilt with no training imports) reproduces the validation predictions.
-    model, tok, text_cfg, task = models.load_for_inference(run, device="cpu")
-    from kagglelib import data
-    df = data.load_arena(cfg["train_path"]).set_index("id").loc[preds["id"]].reset_index()
-    got = predict.predict_probs(model, encode_pairs(tok, df, text_cfg), task, 4096, "cpu", progress=False)
+    model, tok, text_cfg, task = load_for_inference(run, device="cpu")
+    from kagglelib.data.load import load_arena
+    df = load_arena(cfg["train_path"]).set_index("id").loc[preds["id"]].reset_index()
+    got = predict_probs(model, encode_pairs(tok, df, text_cfg), task, 4096, "cpu", progress=False)
     np.testing.assert_allclose(got, probs, atol=1e-5)
 
 
 @pytest.mark.slow
 def test_overfits_32_rows(tmp_path):
     """One 32-row batch, full fine-tuning of the (dropout-free) tiny Gemma-2: training loss goes to ~0."""
-    cfg = training.DecoderTrainConfig(
+    cfg = DecoderTrainConfig(
         output_dir=str(tmp_path), run_name="overfit", **{**SMALL, "use_lora": False, "head_layers": 1,
                                                          "head_dropout": 0.0, "batch_size": 32, "max_steps": 40,
                                                          "lr": 3e-3, "head_lr": 3e-3, "warmup_ratio": 0.0,
                                                          "swap_aug": "none", "eval_steps": 40, "save_steps": 40, "logging_steps": 5,
                                                          "weight_decay": 0.0, "scheduler": "linear"})
-    m = training.train(cfg)
+    m = train(cfg)
     losses = [r["loss"] for r in m["train_history"]]
     assert losses[0] > 0.9 and losses[-1] < 0.05, losses
     assert (cfg.run_dir / "model" / "model.safetensors").is_file()   # full fine-tune saves all weights
@@ -102,12 +106,12 @@ def test_overfits_32_rows(tmp_path):
 def test_next_token_with_rdrop_ema_and_label_smoothing(tmp_path):
     cfg = gemma_cfg(tmp_path, "nt", task="next_token", lora_init="default", rdrop_alpha=1.0, ema_decay=0.5,
                     label_smoothing=0.1, swap_aug="concat", max_steps=4, eval_steps=2, save_steps=2)
-    m = training.train(cfg)
+    m = train(cfg)
     assert m["task"] == "next_token" and np.isfinite(m["valid_log_loss"]) and m["global_step"] == 4
     cfg_saved = read_json(cfg.run_dir / "config.json")
     assert cfg_saved["task"] == "next_token" and cfg_saved["rdrop_alpha"] == 1.0
-    model, tok, text_cfg, task = models.load_for_inference(cfg.run_dir, device="cpu")
-    assert task == "next_token" and model.config.arena_label_token_ids == models.label_token_ids(tok)
+    model, tok, text_cfg, task = load_for_inference(cfg.run_dir, device="cpu")
+    assert task == "next_token" and model.config.arena_label_token_ids == label_token_ids(tok)
 
 
 @pytest.mark.parametrize("ema_decay", [0.0, 0.5], ids=["plain", "ema"])
@@ -115,7 +119,7 @@ def test_early_stopping_keeps_the_best_evaluation(tmp_path, ema_decay):
     """A too-high LR overfits after a few steps: training stops and the saved weights are the best eval's."""
     cfg = gemma_cfg(tmp_path, "es", max_steps=10, eval_steps=1, save_steps=1, lr=5e-2, head_lr=5e-2,
                     early_stopping_patience=3, ema_decay=ema_decay)
-    m = training.train(cfg)
+    m = train(cfg)
     curve = [h["valid_log_loss"] for h in m["history"]]
     assert m["global_step"] < 10 and curve[-1] > min(curve) + 0.05, curve   # stopped, after getting worse
     assert m["valid_log_loss"] == pytest.approx(min(curve), abs=1e-6)
@@ -126,11 +130,11 @@ def test_early_stopping_keeps_the_best_evaluation(tmp_path, ema_decay):
 
 def test_config_errors(tmp_path):
     with pytest.raises(ValueError, match="fold"):
-        training.DecoderTrainConfig(output_dir=str(tmp_path), fold=7)
+        DecoderTrainConfig(output_dir=str(tmp_path), fold=7)
     with pytest.raises(ValueError, match="swap_aug"):
-        training.DecoderTrainConfig(output_dir=str(tmp_path), swap_aug="sometimes")
+        DecoderTrainConfig(output_dir=str(tmp_path), swap_aug="sometimes")
     with pytest.raises(ValueError, match="quantization"):
-        training.EncoderTrainConfig(output_dir=str(tmp_path), quantization="4bit", use_lora=False)
+        EncoderTrainConfig(output_dir=str(tmp_path), quantization="4bit", use_lora=False)
 
 
 def _free_port() -> int:
@@ -165,7 +169,7 @@ def test_two_process_gloo_run(tmp_path):
     saved = read_json(cfg.run_dir / "metrics.json")
     assert saved["valid_log_loss"] == r0["valid_log_loss"] and saved["n_valid"] == 16
 
-    one = training.train(gemma_cfg(tmp_path, "one", grad_accum=2, **kw))
+    one = train(gemma_cfg(tmp_path, "one", grad_accum=2, **kw))
     assert one["world_size"] == 1 and one["global_step"] == 3
     assert r0["valid_log_loss"] == pytest.approx(one["valid_log_loss"], abs=1e-6)
     a = load_file(str(cfg.run_dir / "model" / "adapter_model.safetensors"))

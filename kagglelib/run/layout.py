@@ -1,0 +1,99 @@
+"""What the notebooks leave on disk: the artifact file names, in one place, and reading finished runs back.
+
+A run folder ``<output_dir>/runs/<run_name>/`` holds ``CONFIG`` and ``METRICS``; a model run also holds its
+held-out predictions (``HELDOUT_FILES``: 02's OOF, 03/04's validation fold). Notebook 01 adds the
+``EDA_FIGURES``; notebook 06 writes the ablation files into ``<output_dir>/ABLATION_DIR/``, which
+``report.py`` reads back for the README.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..core.io import comma_list
+from ..core.paths import KAGGLE_INPUT
+from ..data.frame import WINNER_COLUMNS
+from .store import RunError, verify_run
+
+
+CONFIG = "config.json"
+METRICS = "metrics.json"
+HELDOUT_FILES = ("oof.csv", "valid_preds.csv")   # a run's held-out predictions: 02's OOF, 03/04's validation fold
+# Notebook 01 (eda.run_eda): one figure per section.
+EDA_FIGURES = {"label_balance": "label_balance.png", "lengths": "lengths.png", "verbosity_bias": "verbosity_bias.png",
+               "tie_vs_similarity": "tie_vs_similarity.png", "model_win_rates": "model_win_rates.png"}
+# Notebook 06 (ablation.run_ablation), all under <output_dir>/ABLATION_DIR/.
+ABLATION_DIR = "ablation"
+ABLATION_TABLE_CSV = "ablation_table.csv"
+ABLATION_TABLE_MD = "ablation_table.md"
+CALIBRATION_CSV = "calibration.csv"
+BIAS_REPORT = "bias_report.json"
+ABLATION_FIGURES = {"ablation": "ablation_log_loss.png", "reliability": "reliability.png", "bias": "bias_probes.png",
+                    "factors": "factor_effects.png"}
+
+
+def heldout_file(run_dir: str | Path) -> Path | None:
+    """The run's held-out predictions file (``oof.csv`` or ``valid_preds.csv``), or None."""
+    return next((Path(run_dir) / n for n in HELDOUT_FILES if (Path(run_dir) / n).exists()), None)
+
+
+def heldout_predictions(run_dir: Path) -> pd.DataFrame | None:
+    """A run's labelled held-out predictions (oof.csv or valid_preds.csv), or None."""
+    path = heldout_file(run_dir)
+    df = pd.read_csv(path, dtype={"id": str}) if path is not None else None
+    return df if df is not None and "label" in df.columns else None
+
+
+def labels_and_probs(preds: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, (n, 3) probabilities) of a held-out predictions table."""
+    return preds["label"].to_numpy(dtype=np.int64), preds[list(WINNER_COLUMNS)].to_numpy(dtype=np.float64)
+
+
+def list_runs(output_dir: str | Path, include: str = "", exclude: str = "") -> list[Path]:
+    """Model runs (config, metrics, held-out predictions) under ``output_dir/runs``, filtered by name.
+
+    Each must match its manifest (:func:`kagglelib.runs.verify_run`), else ``RunError`` names the run and file.
+    """
+    runs = sorted(p.parent for p in Path(output_dir).glob(f"runs/*/{METRICS}")
+                  if (p.parent / CONFIG).exists() and heldout_predictions(p.parent) is not None)
+    keep, drop = set(comma_list(include)), set(comma_list(exclude))
+    runs = [r for r in runs if (not keep or r.name in keep) and r.name not in drop]
+    for r in runs:   # a run from mixed generations or without a manifest is refused, not tabulated
+        try:
+            verify_run(r)
+        except RunError as err:
+            raise RunError(f"{err} (or leave it out of the table: exclude={r.name!r})") from None
+    return runs
+
+
+RUN_INFO = "run_info.json"
+RULE_FLAGS = ("identical", "empty_a", "empty_b")   # ensemble.rule_masks, stored per held-out row
+SUBMISSION_COLUMNS = {"kaggle": ["id", "winner_model_a", "winner_model_b", "winner_tie"], "wsdm": ["id", "winner"]}
+
+
+def run_dir(output_dir: str | Path, run_name: str) -> Path:
+    """``<output_dir>/runs/<run_name>``, created if needed."""
+    if not run_name or "/" in run_name or run_name in (".", ".."):
+        raise ValueError(f"run_name must be a plain folder name, got {run_name!r}")
+    path = Path(output_dir) / "runs" / run_name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def find_run(name_or_path: str | Path, output_dir: str | Path | None = None) -> Path:
+    """Locate a run folder (with config.json) by path, by name under output_dir/runs, or under /kaggle/input.
+
+    The run must match its manifest (:func:`kagglelib.runs.verify_run`), else ``RunError`` names the file.
+    """
+    candidates = [Path(name_or_path)]
+    if output_dir is not None:
+        candidates.append(Path(output_dir) / "runs" / str(name_or_path))
+    candidates += list(KAGGLE_INPUT.glob(f"*/runs/{name_or_path}")) + list(KAGGLE_INPUT.glob(f"*/{name_or_path}"))
+    for c in candidates:
+        if (c / CONFIG).exists():
+            verify_run(c)   # refuses an unfinished run, one from mixed generations, or one without a manifest
+            return c
+    raise FileNotFoundError(f"run {name_or_path!r} not found (a folder with config.json); tried "
+                            f"{[str(c) for c in candidates]}")
