@@ -215,8 +215,11 @@ def cv_lgbm(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_fea
     for k in ks:
         tr = folds != k
         members = []
-        for j in ks[ks != k]:   # inner CV: each other fold early-stops a model trained on the remaining ones
-            stop = folds == j
+        # Inner CV: each other fold early-stops a model trained on the remaining ones. With 2 folds there is no
+        # third: the training fold's odd rows stop the model fitted on its even rows (documented fallback).
+        inner = [(j, folds == j) for j in ks[ks != k]] if len(ks) > 2 else \
+            [(1 - k, tr & (np.cumsum(tr) % 2 == 1))]
+        for j, stop in inner:
             dfit = dataset(tr & ~stop)
             booster = lgb.train(params, dfit, num_boost_round=n_estimators, valid_sets=[dataset(stop, dfit)],
                                 callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)])
