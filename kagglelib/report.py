@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .analysis.ablation import INT_COLUMNS, integer_columns, to_markdown
+from .analysis.ablation import FACTOR_TABLE_CSV, INT_COLUMNS, integer_columns, to_markdown
 from .analysis.probes import bias_frame
 from .core.io import read_csv_table, write_text
 from .core.paths import REPO_ROOT, default_output_dir
@@ -33,10 +33,15 @@ def results_markdown(output_dir: Path, figure_dir: Path, readme_dir: Path = REPO
     ab = output_dir / ABLATION_DIR
     table = integer_columns(read_csv_table(ab / ABLATION_TABLE_CSV, ("run",)), INT_COLUMNS + ("seconds",))
     parts = ["Produced by `bash run_all.sh` on the bundled 1,110-row sample (CPU, profile `cpu-sample`) and "
-             "copied here by `python -m kagglelib.report`. Held-out rows only: out-of-fold for the baseline, "
-             "the validation fold for fine-tuned models. Smoke runs are tiny random models that only prove the "
+             "copied here by `python -m kagglelib.report`. Held-out rows only: out-of-fold over every fold for the "
+             "baseline and the pairwise encoder (04), the validation fold for single-fold fine-tunes. Smoke runs are tiny random models that only prove the "
              "pipeline runs; they are not results. Intervals: 95% bootstrap over rows.\n",
              to_markdown(table[[c for c in TABLE_COLUMNS if c in table.columns]])]
+    factors = ab / FACTOR_TABLE_CSV
+    if factors.exists() and factors.stat().st_size > 1:
+        parts += ["\n**Factor table** (notebook 06: each run against the reference on the rows both held out; "
+                  "`diff` = its log loss minus the reference's, 95% paired bootstrap interval; < 0 = better):\n",
+                  to_markdown(pd.read_csv(factors))]
     sub = output_dir / "runs" / "submission" / METRICS
     if sub.exists():
         m = json.loads(sub.read_text())

@@ -31,7 +31,8 @@ def data():
 
 def small_cfg(tmp_path, **kw) -> BaselineConfig:
     args = dict(output_dir=str(tmp_path), run_name="t", n_folds=2, n_estimators=40, learning_rate=0.1,
-                max_train_rows=300, use_char_tfidf=False, use_embeddings=False)
+                max_train_rows=300, use_char_tfidf=False, use_embeddings=False,
+                embedding_components=0)
     args.update(kw)
     return BaselineConfig(**args)
 
@@ -110,7 +111,7 @@ def test_bad_test_file_gives_valid_submission_and_all_artifacts(tmp_path) -> Non
     result = run_baseline(cfg)
     run = tmp_path / "runs" / "t"
     for name in ("config.json", "metrics.json", "oof.csv", "test_preds.csv", "submission.csv",
-                 "feature_importance.png", "calibration.png", "feature_importance.csv", "lgbm_fold0.txt"):
+                 "feature_importance.png", "calibration.png", "feature_importance.csv", "lgbm_fold0_1.txt"):
         assert (run / name).stat().st_size > 0, name
     sub = validate_submission(run / "submission.csv", test_path)
     want_ids = pd.read_csv(test_path, dtype=str)["id"].tolist()

@@ -161,7 +161,8 @@ def test_loading_runs_for_prediction_imports_no_trainer(tmp_path):
     from kagglelib.core.paths import sample_paths
 
     cfg = BaselineConfig(output_dir=str(tmp_path), run_name="b", n_folds=2, n_estimators=30,
-                                  max_train_rows=200, use_char_tfidf=False, use_embeddings=False, compare=False)
+                                  max_train_rows=200, use_char_tfidf=False, use_embeddings=False, compare=False,
+                                  embedding_components=0)
     run_baseline(cfg)
     code = ("import sys, numpy as np; from kagglelib.inference.predictors import load_predictor; "
             f"from kagglelib.data.load import load_arena; p = load_predictor({str(cfg.run_dir)!r})(load_arena({str(sample_paths()[1])!r})); "

@@ -51,9 +51,10 @@ def test_packaged_kernel_reproduces_the_submission_offline(tmp_path):
     shutil.copy(ROOT / "data" / "sample" / "test.csv", data / "test.csv")
     common = {"train_path": str(data / "train.csv.gz"), "test_path": str(data / "test.csv"), "output_dir": str(out)}
     pm.execute_notebook(str(NB / "02_baseline.ipynb"), str(tmp_path / "02.ipynb"), cwd=str(NB), progress_bar=False,
-                        parameters={**common, "n_folds": 3, "n_estimators": 300, "learning_rate": 0.05})
+                        parameters={**common, "n_folds": 3, "n_estimators": 300, "learning_rate": 0.05,
+                                    "embedding_components": 0})
     pm.execute_notebook(str(NB / "04_train_deberta.ipynb"), str(tmp_path / "04.ipynb"), cwd=str(NB), progress_bar=False,
-                        parameters={**common, "backbone": "tiny-deberta", "use_lora": False, "max_train_rows": 64,
+                        parameters={**common, "method": "finetune", "backbone": "tiny-deberta", "use_lora": False, "max_train_rows": 64,
                                     "max_valid_rows": 48, "max_steps": 4, "max_length": 96})
     # 05 before packaging, with the kernel's profile (same chunks and batches, so the numbers must agree).
     pm.execute_notebook(str(NB / "05_tta_inference.ipynb"), str(tmp_path / "05.ipynb"), cwd=str(NB),

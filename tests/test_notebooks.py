@@ -83,11 +83,11 @@ def test_parameters_cell_shows_the_dataclass_defaults_in_its_order(nb):
 # Small settings so the whole chain runs in a couple of minutes on 2 cores; run_all.sh uses the defaults.
 FAST = {
     "01_eda": {},
-    "02_baseline": {"n_folds": 3, "n_estimators": 300, "learning_rate": 0.05},
+    "02_baseline": {"n_folds": 3, "n_estimators": 300, "learning_rate": 0.05, "embedding_components": 0},
     "03_train_gemma_lora": {},
-    "04_train_deberta": {"max_train_rows": 96, "max_valid_rows": 64, "max_steps": 6, "max_length": 128},
+    "04_train_deberta": {"method": "finetune", "max_train_rows": 96, "max_valid_rows": 64, "max_steps": 6, "max_length": 128},
     "05_tta_inference": {"chunk_rows": 64},
-    "06_ablation_plots": {"probe_rows": 24, "n_bootstrap": 100},
+    "06_ablation_plots": {"probe_rows": 24, "n_bootstrap": 100, "factors": ""},
 }
 
 

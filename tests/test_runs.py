@@ -166,16 +166,19 @@ def test_spent_budget_starts_no_chunk_but_uses_the_cache(test_df, tmp_path):
 
 def small_cfg(tmp_path, **kw) -> BaselineConfig:
     args = dict(output_dir=str(tmp_path), run_name="b", n_folds=3, n_estimators=30, learning_rate=0.1,
-                max_train_rows=240, use_char_tfidf=False, use_embeddings=False, compare=False)
+                max_train_rows=240, use_char_tfidf=False, use_embeddings=False, compare=False,
+                embedding_components=0)
     return BaselineConfig(**{**args, **kw})
 
 
 @pytest.mark.slow
 def test_rerun_of_02_never_mixes_generations(tmp_path, monkeypatch):
     run = run_baseline(small_cfg(tmp_path))["run_dir"]
-    assert sorted(p.name for p in run.glob("lgbm_fold*.txt")) == ["lgbm_fold0.txt", "lgbm_fold1.txt", "lgbm_fold2.txt"]
+    # fold k: one model per other fold (it early-stops a model trained on the rest), lgbm_fold<k>_<j>.txt
+    assert sorted(p.name for p in run.glob("lgbm_fold*.txt")) == [f"lgbm_fold{k}_{j}.txt" for k in range(3)
+                                                                  for j in range(3) if j != k]
     run_baseline(small_cfg(tmp_path, n_folds=2))                      # fewer folds
-    assert sorted(p.name for p in run.glob("lgbm_fold*.txt")) == ["lgbm_fold0.txt", "lgbm_fold1.txt"]
+    assert sorted(p.name for p in run.glob("lgbm_fold*.txt")) == ["lgbm_fold0_1.txt", "lgbm_fold1_0.txt"]
     verify_run(run)
     before = verify_run(run)["files"]
 

@@ -23,9 +23,10 @@ from ..run.layout import (ABLATION_DIR, ABLATION_FIGURES, ABLATION_TABLE_CSV, AB
 from ..run.store import staged_run
 from ..scoring.calibration import calibration_report
 from ..scoring.metrics import bootstrap_means, log_loss, normalise, prior_probs, summarise
-from ..scoring.plots import ablation_points, bias_bars, reliability
+from ..scoring.plots import ablation_points, bias_bars, factor_effects, reliability
 from ..training.config import DecoderTrainConfig
 from ..training.fit import train
+from .factors import factor_table, train_variants
 from .probes import bias_frame, bias_report
 
 
@@ -57,10 +58,24 @@ class AblationConfig(RunConfig):
     probe_rows: int | None = None    # real rows used by the bias probes
     seed: int = 0                    # bootstrap and probe-row sampling
     grid: bool = False               # first train the seeds' ablation grid (run_grid) with this profile
+    reference: str = "encoder"       # the factor table's reference run (kagglelib.analysis.factors)
+    factors: str | None = None       # variants of the reference trained first, "field=value,...;..." ("": none)
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
-        "cpu-sample": {"probe_rows": 120}, "kaggle-t4": {"probe_rows": 1000}, "colab-a100": {"probe_rows": 2000},
+        # On the sample a variant of 04's pairwise run is cheap (cached embeddings, every fold): the 3-layer head.
+        "cpu-sample": {"probe_rows": 120, "factors": "head_layers=3"},
+        "kaggle-t4": {"probe_rows": 1000, "factors": ""}, "colab-a100": {"probe_rows": 2000, "factors": ""},
     }
+
+
+FACTOR_TABLE_CSV = "factor_table.csv"
+FACTOR_TABLE_MD = "factor_table.md"
+
+
+def is_smoke(run_dir: Path) -> bool:
+    """A run of a tiny random model (a pipeline check, never a result)."""
+    cfg = read_json(run_dir / CONFIG)
+    return bool(cfg.get("smoke") or str(cfg.get("backbone", "")).startswith("tiny-"))
 
 
 def bootstrap_log_loss(labels: np.ndarray, probs: np.ndarray, n: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -158,6 +173,8 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     save_config(cfg, out)
     if cfg.grid:
         run_grid({"output_dir": cfg.output_dir, "train_path": cfg.train_path, "profile": cfg.profile})
+    if cfg.factors and (Path(cfg.output_dir) / "runs" / cfg.reference).is_dir():
+        train_variants(cfg.output_dir, cfg.reference, cfg.factors)
     runs = list_runs(cfg.output_dir, cfg.include, cfg.exclude)
     if not runs:
         raise FileNotFoundError(f"no finished runs under {Path(cfg.output_dir) / 'runs'} (a run needs config.json, "
@@ -165,18 +182,26 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
                                 f"exclude={cfg.exclude!r}): run notebooks 02-04 first")
     table = ablation_table(cfg.output_dir, cfg.include, cfg.exclude, cfg.n_bootstrap, cfg.seed)
     save_table(table, out)
+    paired = factor_table(runs, cfg.reference, cfg.n_bootstrap, cfg.seed)
+    write_csv(paired, out / FACTOR_TABLE_CSV)
+    write_text(to_markdown(paired) if len(paired) else "", out / FACTOR_TABLE_MD)
     calibration, curves = calibration_table(runs, cfg.seed)
     write_csv(calibration, out / CALIBRATION_CSV)
-    report = bias_report(runs, cfg.probe_rows, cfg.seed)
+    real = [r for r in runs if not is_smoke(r)]   # smoke runs are pipeline checks: never a bar in a shown figure
+    # Factor variants (``<ref>__...``) are in the factor table; the probes cover the runs a user submits.
+    report = bias_report([r for r in real if "__" not in r.name], cfg.probe_rows, cfg.seed)
     write_json(report, out / BIAS_REPORT)
     bias = bias_frame(report)
-    figures = {"ablation": ablation_points(table), "reliability": reliability(curves)}
+    figures = {"ablation": ablation_points(table[~table["smoke"].astype(bool)]),
+               "reliability": reliability({k: v for k, v in curves.items() if k in {r.name for r in real}})}
+    if len(paired):
+        figures["factors"] = factor_effects(paired)
     if len(bias):   # every run skipped (no model files to probe): no bias figure
         figures["bias"] = bias_bars(bias)
     for name, fig in figures.items():
         save_figure(fig, out / ABLATION_FIGURES[name])
         plt.close(fig)   # closed so a notebook shows each once, when it displays the returned figure
-    return {"out_dir": out, "runs": runs, "table": table, "calibration": calibration, "bias_report": report,
+    return {"out_dir": out, "runs": runs, "table": table, "factors": paired, "calibration": calibration, "bias_report": report,
             "bias": bias, "skipped": {run: r["skipped"] for run, r in report.items() if "skipped" in r},
             "figures": figures}
 

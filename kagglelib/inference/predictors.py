@@ -15,6 +15,7 @@ import pandas as pd
 from ..core.io import comma_list, read_json
 from ..data.features import load_featurizer, pair_embeddings
 from ..data.text import INSTRUCTION, encode_pairs
+from ..models import pairwise
 from ..models.device import resolve_precision
 from ..models.forward import predict_probs
 from ..models.saved import load_for_inference
@@ -118,6 +119,8 @@ def run_predictors(run: Run | str | Path, devices: Sequence[str], precision: str
     run = run if isinstance(run, Run) else Run.at(run)
     if run.kind == "baseline":
         return [load_baseline(run.path)]
+    if run.kind == "pairwise":   # frozen encoder + heads: one predictor
+        return [pairwise.load_predictor(run.path)]
     return [transformer_predictor(run.path, device=d, precision=precision, quantization=quantization,
                                   batch_tokens=batch_tokens) for d in devices]
 
@@ -157,12 +160,22 @@ def load_baseline(run_dir: str | Path) -> Predictor:
         fold_predict = [functools.partial(logreg_probs, read_json(run_dir / name)) for name in state["folds"]]
     columns = state["feature_columns"]
     embed = state.get("embeddings")
+    chunked = state.get("chunked_embeddings")
+    if chunked:   # whole-text MiniLM features (kagglelib.models.pairwise)
+        comp = np.load(run_dir / state["featurizer"] / chunked["components"], allow_pickle=False)
+        encoder = pairwise.load_encoder()
+        chunk_kw = {k: chunked[k] for k in ("window_tokens", "max_windows", "max_chars")}
+        memory: dict = {}   # texts this predictor has read (TTA and probes repeat them)
 
     def predict(df: pd.DataFrame) -> np.ndarray:
         emb = None
         if embed:   # no cache: 05 caches whole chunks; a stored cache path would point at the training machine
             emb = pair_embeddings(df, None, max_tokens=embed["max_tokens"], max_chars=embed["max_chars"])
         feats = featurizer.transform(df, emb)
+        if chunked:
+            extra = pairwise.embedding_features(pairwise.embed_frame(df, None, encoder=encoder, progress=False,
+                                                                     memory=memory, **chunk_kw), comp)
+            feats = pd.concat([feats, extra], axis=1)
         if list(feats.columns) != columns:
             raise ValueError(f"{run_dir}: features differ from the saved run's ({len(feats.columns)} vs "
                              f"{len(columns)} columns); re-run 02 with this kagglelib")

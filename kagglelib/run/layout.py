@@ -36,7 +36,8 @@ ABLATION_TABLE_CSV = "ablation_table.csv"
 ABLATION_TABLE_MD = "ablation_table.md"
 CALIBRATION_CSV = "calibration.csv"
 BIAS_REPORT = "bias_report.json"
-ABLATION_FIGURES = {"ablation": "ablation_log_loss.png", "reliability": "reliability.png", "bias": "bias_probes.png"}
+ABLATION_FIGURES = {"ablation": "ablation_log_loss.png", "reliability": "reliability.png", "bias": "bias_probes.png",
+                    "factors": "factor_effects.png"}
 
 
 def heldout_file(run_dir: str | Path) -> Path | None:

