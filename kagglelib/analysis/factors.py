@@ -75,6 +75,8 @@ def paired_difference(labels: np.ndarray, ref: np.ndarray, other: np.ndarray, n:
 
 def changed_settings(ref_cfg: dict[str, Any], cfg: dict[str, Any]) -> str:
     """The settings in which a run's config differs from the reference's (metadata and names left out)."""
+    if ref_cfg.get("config_class") != cfg.get("config_class"):   # another notebook: every field differs
+        return f"another model: {cfg.get('config_class')}"
     skip = set(METADATA_KEYS) | {"run_name", "output_dir", "progress", "derived_from"}
     keys = sorted((set(ref_cfg) | set(cfg)) - skip)
     return ", ".join(f"{k}={cfg.get(k)}" for k in keys if ref_cfg.get(k) != cfg.get(k)) or "(same settings)"
