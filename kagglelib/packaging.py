@@ -108,7 +108,7 @@ def download_wheels(packages: list[str], dest: Path, cache: Path, python_version
     return sorted(p.name for p in dest.glob("*.whl"))
 
 
-def cached_wheels(cache: Path, package: str, python_version: str = "3.11") -> list[Path]:
+def cached_wheels(cache: Path, package: str, python_version: str = KAGGLE_PYTHON) -> list[Path]:
     """Cached wheels of ``package`` that satisfy its version specifier (``demo==1.0``) and install on
     ``python_version``, oldest download first.
 
@@ -129,7 +129,7 @@ def cached_wheels(cache: Path, package: str, python_version: str = "3.11") -> li
 
 
 def _fits_python(tag: object, python_version: str) -> bool:
-    """Whether a wheel tag installs on ``python_version`` ("3.11"): py3 / py311, cp311, or abi3 from an older cp3x."""
+    """Whether a wheel tag installs on ``python_version`` ("3.12"): py3 / py312, cp312, or abi3 from an older cp3x."""
     major, minor = (int(x) for x in python_version.split(".")[:2])
     interpreter, abi = str(tag.interpreter), str(tag.abi)
     if interpreter in (f"py{major}", f"py{major}{minor}"):

@@ -192,7 +192,8 @@ def test_ablation_outputs(suite):
     assert set(table["run"]) == {"baseline", "gemma_lora", "encoder"}
     assert table.set_index("run").loc["gemma_lora", "smoke"] == True  # noqa: E712
     report = json.loads((ab / "bias_report.json").read_text())
-    assert set(report) == {"baseline", "gemma_lora", "encoder"}
+    # The tiny random Gemma-2 run is a flagged row of the table, never a bar of a shown figure (issue 21).
+    assert set(report) == {"baseline", "encoder"}
     for run in report.values():
         assert run["tta"]["flip_rate"] == 0 and run["tta"]["mean_abs_ab_gap"] < 1e-6
 
