@@ -35,6 +35,31 @@ def imports(path: Path, root: Path) -> list[tuple[str, bool]]:
     return out
 
 
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import cycle a depth-first walk meets (edges to modules outside ``graph`` are ignored)."""
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in graph:
+                continue
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return cycles
+
+
 def structure(root: Path) -> dict[str, object]:
     """Modules, internal import links (module -> module), levels of the longest import chain, cycles."""
     files = {module_name(p, root): p for p in (root / "kagglelib").rglob("*.py") if p.name != "__init__.py"}
@@ -48,24 +73,7 @@ def structure(root: Path) -> dict[str, object]:
                 if cand in files and cand != name:
                     graph[name].add(cand)
                     break
-    cycles: list[list[str]] = []
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in sorted(graph[node]):
-            if state.get(nxt) == 1:
-                cycles.append(stack[stack.index(nxt):] + [nxt])
-            elif nxt not in state:
-                visit(nxt)
-        stack.pop()
-        state[node] = 2
-
-    for node in sorted(graph):
-        if node not in state:
-            visit(node)
+    cycles = find_cycles(graph)
     depth: dict[str, int] = {}
 
     def level(node: str, seen: frozenset = frozenset()) -> int:   # longest chain of imports below node
