@@ -115,3 +115,21 @@ def test_pairwise_run_learns_on_the_sample_every_fold(tmp_path):
     predict = load_predictor(cfg.run_dir)
     p, q = predict(test), predict(swap_ab(test))
     np.testing.assert_allclose(q, p[:, [1, 0, 2]], atol=1e-6)
+
+
+def test_each_factor_is_measured_against_the_run_differing_in_one_setting():
+    from kagglelib.analysis.factors import nearest
+
+    base = {"config_class": "EncoderTrainConfig", "head_layers": 1, "pairwise_tune": "none", "use_lora": False,
+            "lora_init": "default", "run_name": "x"}
+    configs = {"encoder": base,
+               "encoder__head_layers-3": {**base, "head_layers": 3, "run_name": "y"},
+               "encoder__pairwise_tune-ffn": {**base, "pairwise_tune": "ffn"},
+               "lora": {**base, "pairwise_tune": "ffn", "use_lora": True},
+               "pissa": {**base, "pairwise_tune": "ffn", "use_lora": True, "lora_init": "pissa"},
+               "baseline": {"config_class": "BaselineConfig"}}
+    assert nearest("encoder__head_layers-3", configs, "encoder") == "encoder"
+    assert nearest("encoder__pairwise_tune-ffn", configs, "encoder") == "encoder"
+    assert nearest("lora", configs, "encoder") == "encoder__pairwise_tune-ffn"   # LoRA vs full fine-tune
+    assert nearest("pissa", configs, "encoder") == "lora"                        # PiSSA vs default init
+    assert nearest("baseline", configs, "encoder") == "encoder"                  # another notebook: the reference

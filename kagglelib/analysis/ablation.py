@@ -47,6 +47,10 @@ SETTINGS = {
 }
 
 
+SEED_FACTORS = ("head_layers=3;pairwise_head=order;pairwise_head=order,pairwise_tta=true;pairwise_tune=ffn;"
+                "pairwise_tune=ffn,use_lora=true;pairwise_tune=ffn,use_lora=true,lora_init=pissa")
+
+
 @dataclass
 class AblationConfig(RunConfig):
     """Notebook 06 parameters (None: the profile's default)."""
@@ -62,8 +66,10 @@ class AblationConfig(RunConfig):
     factors: str | None = None       # variants of the reference trained first, "field=value,...;..." ("": none)
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
-        # On the sample a variant of 04's pairwise run is cheap (cached embeddings, every fold): the 3-layer head.
-        "cpu-sample": {"probe_rows": 120, "factors": "head_layers=3"},
+        # On the sample 04's pairwise run and its variants train on every fold of the real MiniLM: the 3-layer head,
+        # an order-aware head without and with swap TTA, and the last feed-forward block fine-tuned fully, by LoRA,
+        # and by LoRA with PiSSA init (each compared with the run it differs from in one setting).
+        "cpu-sample": {"probe_rows": 120, "factors": SEED_FACTORS},
         "kaggle-t4": {"probe_rows": 1000, "factors": ""}, "colab-a100": {"probe_rows": 2000, "factors": ""},
     }
 

@@ -73,36 +73,55 @@ def paired_difference(labels: np.ndarray, ref: np.ndarray, other: np.ndarray, n:
     return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+SKIP = set(METADATA_KEYS) | {"run_name", "output_dir", "progress", "derived_from"}
+
+
 def changed_settings(ref_cfg: dict[str, Any], cfg: dict[str, Any]) -> str:
     """The settings in which a run's config differs from the reference's (metadata and names left out)."""
     if ref_cfg.get("config_class") != cfg.get("config_class"):   # another notebook: every field differs
         return f"another model: {cfg.get('config_class')}"
-    skip = set(METADATA_KEYS) | {"run_name", "output_dir", "progress", "derived_from"}
-    keys = sorted((set(ref_cfg) | set(cfg)) - skip)
-    return ", ".join(f"{k}={cfg.get(k)}" for k in keys if ref_cfg.get(k) != cfg.get(k)) or "(same settings)"
+    return ", ".join(f"{k}={cfg.get(k)}" for k in _differing(ref_cfg, cfg)) or "(same settings)"
+
+
+def _differing(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    return [k for k in sorted((set(a) | set(b)) - SKIP) if a.get(k) != b.get(k)]
+
+
+def nearest(name: str, configs: dict[str, dict[str, Any]], reference: str) -> str:
+    """The run this one is compared with: of the same notebook's runs, the one differing in the fewest settings
+    (the reference on a tie), so ``lora_init=pissa`` on a LoRA variant is measured against that LoRA variant."""
+    cfg = configs[name]
+    same = [n for n, c in configs.items() if n != name and c.get("config_class") == cfg.get("config_class")]
+    if reference not in same:
+        return reference
+    return min(same, key=lambda n: (len(_differing(configs[n], cfg)), n != reference, n))
 
 
 def factor_table(run_dirs: list[Path], reference: str, n_bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Every run against the reference on the rows both held out: log losses and the paired difference with its
-    95% interval (negative = better than the reference). Smoke runs are left out: they are not results."""
+    """Every run against its nearest run (:func:`nearest`; the reference for other notebooks' runs) on the rows both
+    held out: log losses and the paired difference with its 95% interval (negative = better than the run it is
+    compared with). Smoke runs are left out: they are not results."""
     by_name = {d.name: d for d in run_dirs}
     if reference not in by_name:
         return pd.DataFrame()
-    ref_preds = heldout_predictions(by_name[reference])
-    ref_cfg = read_json(by_name[reference] / CONFIG)
+    configs = {n: read_json(d / CONFIG) for n, d in by_name.items()}
+    real = {n: c for n, c in configs.items()
+            if not (c.get("smoke") or str(c.get("backbone", "")).startswith("tiny-"))}
+    if reference not in real:
+        return pd.DataFrame()
     rows = []
-    for name, d in by_name.items():
-        cfg = read_json(d / CONFIG)
-        if name == reference or cfg.get("smoke") or str(cfg.get("backbone", "")).startswith("tiny-"):
+    for name, cfg in real.items():
+        if name == reference:
             continue
-        preds = heldout_predictions(d)
+        vs = nearest(name, real, reference)
+        ref_preds, preds = heldout_predictions(by_name[vs]), heldout_predictions(by_name[name])
         common = ref_preds.merge(preds, on="id", suffixes=("_ref", ""))
         if not len(common):
             continue
         labels, probs = labels_and_probs(common)
         ref = common[[f"{c}_ref" for c in ("winner_model_a", "winner_model_b", "winner_tie")]].to_numpy(float)
         diff, low, high = paired_difference(labels, ref, probs, n_bootstrap, seed)
-        rows.append({"run": name, "vs": reference, "changed": changed_settings(ref_cfg, cfg), "n_rows": len(common),
+        rows.append({"run": name, "vs": vs, "changed": changed_settings(real[vs], cfg), "n_rows": len(common),
                      "ref_log_loss": metrics.log_loss(labels, ref), "log_loss": metrics.log_loss(labels, probs),
                      "diff": diff, "diff_low": low, "diff_high": high})
     return pd.DataFrame(rows)

@@ -15,7 +15,7 @@ import pandas as pd
 from ..core.io import comma_list, read_json
 from ..data.features import load_featurizer, pair_embeddings
 from ..data.text import INSTRUCTION, encode_pairs
-from ..models import pairwise
+from ..models import pairwise, tune
 from ..models.device import resolve_precision
 from ..models.forward import predict_probs
 from ..models.saved import load_for_inference
@@ -120,7 +120,7 @@ def run_predictors(run: Run | str | Path, devices: Sequence[str], precision: str
     if run.kind == "baseline":
         return [load_baseline(run.path)]
     if run.kind == "pairwise":   # frozen encoder + heads: one predictor
-        return [pairwise.load_predictor(run.path)]
+        return [tune.load_predictor(run.path)]
     return [transformer_predictor(run.path, device=d, precision=precision, quantization=quantization,
                                   batch_tokens=batch_tokens) for d in devices]
 

@@ -26,10 +26,8 @@ import pandas as pd
 from ..core.io import atomic_path, read_json, write_json
 from ..core.paths import minilm_dir
 from ..data.features import pair_forms
-from ..data.folds import make_folds
 from ..data.text import head_tail_text, join_turns
 from ..run.layout import MODEL_DIR
-from ..scoring import metrics
 from .build import resolve_backbone
 
 SIDES = ("p", "a", "b")
@@ -51,6 +49,33 @@ def windows(ids: Sequence[int], size: int, max_windows: int) -> list[list[int]]:
     if len(chunks) > max_windows:
         chunks = chunks[:max_windows - 1] + [ids[-size:]]
     return chunks
+
+
+def text_windows(tok: Any, texts: Sequence[str], window_tokens: int, max_windows: int,
+                 max_chars: int) -> tuple[list[int], list[list[int]]]:
+    """(owner text of each window, its token ids with [CLS]/[SEP]): each text head+tail cut, then windowed."""
+    cut = [head_tail_text(t, max_chars) for t in texts]
+    ids = tok(cut, add_special_tokens=False, truncation=False)["input_ids"]
+    body = window_tokens - 2   # room for [CLS] and [SEP]
+    owner, wins = [], []
+    for i, seq in enumerate(ids):
+        for w in windows(seq, body, max_windows):
+            owner.append(i)
+            wins.append([tok.cls_token_id, *w, tok.sep_token_id])
+    return owner, wins
+
+
+def padded(wins: list[list[int]], idx: Sequence[int]) -> tuple[Any, Any]:
+    """(input ids, attention mask) of the windows ``idx``, right-padded to the longest."""
+    import torch
+
+    width = max(len(wins[i]) for i in idx)
+    x = torch.zeros((len(idx), width), dtype=torch.long)
+    mask = torch.zeros_like(x)
+    for r, i in enumerate(idx):
+        x[r, :len(wins[i])] = torch.tensor(wins[i])
+        mask[r, :len(wins[i])] = 1
+    return x, mask
 
 
 def store_dir(cache_dir: str | Path, model_dir: Path, window_tokens: int, max_windows: int, max_chars: int,
@@ -107,14 +132,7 @@ def embed_chunked(texts: Sequence[str], cache_dir: str | Path | None = None, win
     store = _load_store(cache) if cache else ({} if memory is None else memory)   # memory: a predictor's own
     todo = sorted({k: t for k, t in zip(keys, texts) if k not in store}.items())
     if todo:
-        cut = [head_tail_text(t, max_chars) for _, t in todo]
-        ids = tok(cut, add_special_tokens=False, truncation=False)["input_ids"]
-        body = window_tokens - 2   # room for [CLS] and [SEP]
-        owner, wins = [], []
-        for i, seq in enumerate(ids):
-            for w in windows(seq, body, max_windows):
-                owner.append(i)
-                wins.append([tok.cls_token_id, *w, tok.sep_token_id])
+        owner, wins = text_windows(tok, [t for _, t in todo], window_tokens, max_windows, max_chars)
         sums = np.zeros((len(todo), model.config.hidden_size), dtype=np.float64)
         counts = np.zeros(len(todo))
         order = np.argsort([len(w) for w in wins])   # similar lengths per batch: little padding
@@ -122,12 +140,7 @@ def embed_chunked(texts: Sequence[str], cache_dir: str | Path | None = None, win
             for s in tqdm(range(0, len(order), batch_windows), desc="encoder windows", leave=False,
                           disable=not progress):
                 idx = order[s:s + batch_windows]
-                width = max(len(wins[i]) for i in idx)
-                x = torch.zeros((len(idx), width), dtype=torch.long)
-                mask = torch.zeros_like(x)
-                for r, i in enumerate(idx):
-                    x[r, :len(wins[i])] = torch.tensor(wins[i])
-                    mask[r, :len(wins[i])] = 1
+                x, mask = padded(wins, idx)
                 hidden = model(input_ids=x, attention_mask=mask).last_hidden_state
                 m = mask.unsqueeze(-1).to(hidden.dtype)
                 pooled = ((hidden * m).sum(1) / m.sum(1).clamp(min=1)).double().numpy()
@@ -230,16 +243,19 @@ def pair_inputs(df: pd.DataFrame, emb: dict[str, np.ndarray], components: np.nda
 
 # ---------------------------------------------------------------- the swap-symmetric head
 
-def build_head(d_side: int, d_pair: int, layers: int = 1, hidden: int = 64, dropout: float = 0.1) -> Any:
-    """A head scoring A and B with shared weights, the tie from order-free features (see :class:`PairHead`)."""
+def build_head(d_side: int, d_pair: int, layers: int = 1, hidden: int = 64, dropout: float = 0.1,
+               symmetric: bool = True) -> Any:
+    """A head over both sides' features: swap-symmetric (shared weights per side, :class:`PairHead`) or order-aware."""
     from torch import nn
 
     class PairHead(nn.Module):
-        """logits = [u(x_a, x_b), u(x_b, x_a), t(x_a, x_b, z)]: swapping the sides swaps the first two exactly."""
+        """Symmetric: logits = [u(x_a, x_b), u(x_b, x_a), t(x_a, x_b, z)], so swapping the sides swaps the first two
+        exactly. Order-aware (``symmetric=False``): one linear read-out of [h_a, h_b, z], which can learn a position
+        bias (the seeds' swap-TTA factor needs a head that TTA can change)."""
 
         def __init__(self) -> None:
             super().__init__()
-            self.layers = layers
+            self.layers, self.symmetric = layers, symmetric
             if layers == 1:   # linear: u = w . x_s, t = v . [x_a + x_b, z]
                 self.side = nn.Identity()
                 width = d_side
@@ -250,13 +266,18 @@ def build_head(d_side: int, d_pair: int, layers: int = 1, hidden: int = 64, drop
                     mods += [nn.Dropout(dropout), nn.Linear(width, hidden), nn.GELU()]
                     width = hidden
                 self.side = nn.Sequential(*mods)
-            self.win = nn.Linear(2 * width, 1)
-            self.tie = nn.Linear(2 * width + d_pair, 1)
+            if symmetric:
+                self.win = nn.Linear(2 * width, 1)
+                self.tie = nn.Linear(2 * width + d_pair, 1)
+            else:
+                self.out = nn.Linear(2 * width + d_pair, 3)
 
         def forward(self, xa: Any, xb: Any, z: Any) -> Any:
             import torch
 
             ha, hb = self.side(xa), self.side(xb)
+            if not self.symmetric:
+                return self.out(torch.cat([ha, hb, z], -1))
             ua = self.win(torch.cat([ha, ha - hb], -1))
             ub = self.win(torch.cat([hb, hb - ha], -1))
             t = self.tie(torch.cat([ha + hb, (ha - hb).abs(), z], -1))
@@ -276,6 +297,7 @@ class HeadConfig:
     steps: int = 300
     lr: float = 1e-2
     seed: int = 0
+    symmetric: bool = True    # False: an order-aware read-out (see build_head)
 
 
 def _standardise(inputs: PairInputs) -> dict[str, np.ndarray]:
@@ -295,6 +317,23 @@ def _tensors(inputs: PairInputs, norm: dict[str, np.ndarray]) -> tuple[Any, Any,
             f(inputs.z, "pair_mean", "pair_std"))
 
 
+def init_prior(head: Any, targets: Any) -> None:
+    """Start the read-outs at the class prior (a symmetric head's A and B share one bias: their mean), small weights."""
+    import torch
+
+    with torch.no_grad():
+        prior = targets.mean(0).clamp(min=1e-3).log()
+        if head.symmetric:
+            head.win.bias.fill_(float((prior[0] + prior[1]) / 2))
+            head.tie.bias.fill_(float(prior[2]))
+            outs = (head.win, head.tie)
+        else:
+            head.out.bias.copy_(prior)
+            outs = (head.out,)
+        for lin in outs:
+            lin.weight.mul_(0.1)
+
+
 def fit_head(inputs: PairInputs, targets: np.ndarray, cfg: HeadConfig) -> tuple[Any, dict[str, np.ndarray]]:
     """Train a head on (n, 3) targets; returns (model in eval mode, standardisation state)."""
     import torch
@@ -303,13 +342,8 @@ def fit_head(inputs: PairInputs, targets: np.ndarray, cfg: HeadConfig) -> tuple[
     norm = _standardise(inputs)
     xa, xb, z = _tensors(inputs, norm)
     y = torch.from_numpy(np.asarray(targets, dtype=np.float32))
-    head = build_head(xa.shape[1], z.shape[1], cfg.layers, cfg.hidden, cfg.dropout)
-    with torch.no_grad():   # start at the class prior (A and B share one bias, so their mean)
-        prior = y.mean(0).clamp(min=1e-3).log()
-        head.win.bias.fill_(float((prior[0] + prior[1]) / 2))
-        head.tie.bias.fill_(float(prior[2]))
-        head.win.weight.mul_(0.1)
-        head.tie.weight.mul_(0.1)
+    head = build_head(xa.shape[1], z.shape[1], cfg.layers, cfg.hidden, cfg.dropout, cfg.symmetric)
+    init_prior(head, y)
     weights = [p for n, p in head.named_parameters() if n.endswith("weight")]
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
     head.train()
@@ -322,12 +356,16 @@ def fit_head(inputs: PairInputs, targets: np.ndarray, cfg: HeadConfig) -> tuple[
     return head.eval(), norm
 
 
-def head_probs(head: Any, norm: dict[str, np.ndarray], inputs: PairInputs) -> np.ndarray:
-    """(n, 3) probabilities of a trained head."""
+def head_probs(head: Any, norm: dict[str, np.ndarray], inputs: PairInputs, tta: bool = False) -> np.ndarray:
+    """(n, 3) probabilities of a trained head; ``tta``: averaged with the swapped rows' (A/B columns swapped back)."""
     import torch
 
     with torch.no_grad():
-        return torch.softmax(head(*_tensors(inputs, norm)), -1).double().numpy()
+        probs = torch.softmax(head(*_tensors(inputs, norm)), -1).double().numpy()
+        if tta:
+            swapped = torch.softmax(head(*_tensors(inputs.swapped(), norm)), -1).double().numpy()
+            probs = (probs + swapped[:, [1, 0, 2]]) / 2
+    return probs
 
 
 def l2_grid(text: str | Sequence[float]) -> list[float]:
@@ -338,53 +376,8 @@ def l2_grid(text: str | Sequence[float]) -> list[float]:
     return vals
 
 
-def select_l2(inputs: PairInputs, targets: np.ndarray, inner_folds: np.ndarray, cfg: HeadConfig,
-              grid: Sequence[float]) -> tuple[float, dict[float, float]]:
-    """The penalty with the lowest inner-CV log loss on these (training) rows, and every candidate's loss."""
-    scores = {}
-    for l2 in grid:
-        probs = np.zeros((len(targets), 3))
-        for k in np.unique(inner_folds):
-            tr = inner_folds != k
-            head, norm = fit_head(inputs.take(tr), targets[tr], _replace(cfg, l2=l2))
-            probs[~tr] = head_probs(head, norm, inputs.take(~tr))
-        scores[l2] = metrics.log_loss(targets, probs)
-    return min(scores, key=scores.get), scores
-
-
 def _replace(cfg: HeadConfig, **kw: Any) -> HeadConfig:
     return dataclasses.replace(cfg, **kw)
-
-
-def cv_head(df: pd.DataFrame, inputs: PairInputs, targets: np.ndarray, folds: np.ndarray, cfg: HeadConfig,
-            grid: Sequence[float], inner_n: int = 4, seed: int = 42, test: PairInputs | None = None,
-            progress: bool = True) -> dict[str, Any]:
-    """Out-of-fold probabilities over every fold; each fold's penalty chosen by inner CV on its training rows.
-
-    Returns oof (n, 3), per-fold heads + standardisation, chosen penalties, inner scores, and test probabilities
-    averaged over the fold heads when ``test`` is given.
-    """
-    from tqdm.auto import tqdm
-
-    oof = np.zeros((len(targets), 3))
-    test_probs = np.zeros((len(test.a), 3)) if test is not None else None
-    fitted, chosen, inner = [], {}, {}
-    ks = np.unique(folds)
-    for k in tqdm(ks, desc="pairwise head folds", leave=False, disable=not progress):
-        tr = np.flatnonzero(folds != k)
-        sub = inputs.take(tr)
-        if len(grid) > 1:
-            inner_folds = make_folds(df.iloc[tr].reset_index(drop=True), inner_n, seed + int(k) + 1)
-            l2, scores = select_l2(sub, targets[tr], inner_folds, cfg, grid)
-        else:
-            l2, scores = grid[0], {}
-        head, norm = fit_head(sub, targets[tr], _replace(cfg, l2=l2))
-        oof[folds == k] = head_probs(head, norm, inputs.take(folds == k))
-        if test is not None:
-            test_probs += head_probs(head, norm, test) / len(ks)
-        fitted.append((int(k), head, norm))
-        chosen[int(k)], inner[int(k)] = l2, scores
-    return {"oof": oof, "test": test_probs, "heads": fitted, "l2": chosen, "inner_scores": inner}
 
 
 # ---------------------------------------------------------------- saved heads: writing and predicting from a run
@@ -434,7 +427,8 @@ def load_heads(model_dir: str | Path) -> tuple[dict[str, Any], list[tuple[Any, d
         norm = {n: np.load(model_dir / f"norm_fold{k}_{n}.npy", allow_pickle=False)
                 for n in ("side_mean", "side_std", "pair_mean", "pair_std")}
         h = state["head"]
-        head = build_head(len(norm["side_mean"]), len(norm["pair_mean"]), f["layers"], h["hidden"], h["dropout"])
+        head = build_head(len(norm["side_mean"]), len(norm["pair_mean"]), f["layers"], h["hidden"], h["dropout"],
+                          h.get("symmetric", True))   # runs saved before order-aware heads: symmetric
         head.load_state_dict(load_file(str(model_dir / f"head_fold{k}.safetensors")))
         heads.append((head.eval(), norm, n_comp))
     return state, heads, comps

@@ -108,16 +108,15 @@ def ablation_points(table: pd.DataFrame, path: str | Path | None = None) -> plt.
 
 
 def factor_effects(table: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
-    """Each run's out-of-fold log-loss difference to the reference, with its 95% paired bootstrap interval."""
+    """Each run's out-of-fold log-loss difference to the run it is compared with, with its 95% paired bootstrap interval."""
     table = table.iloc[::-1]
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(table) + 1.4))
     y = np.arange(len(table))
     ax.errorbar(table["diff"], y, xerr=[table["diff"] - table["diff_low"], table["diff_high"] - table["diff"]],
                 fmt="o", color="#4C72B0", capsize=3)
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(y, [f"{r}\n({c})" for r, c in zip(table["run"], table["changed"].str.slice(0, 60))], fontsize=7)
-    ax.set_xlabel(f"log loss minus {table['vs'].iloc[0]}'s on the same held-out rows "
-                  "(95% paired bootstrap; < 0 = better)")
+    ax.set_yticks(y, [f"{c[:60]}\n(vs {v})" for c, v in zip(table["changed"], table["vs"])], fontsize=7)
+    ax.set_xlabel("out-of-fold log loss minus the compared run's, same rows (95% paired bootstrap; < 0 = better)")
     return _finish(fig, path)
 
 

@@ -17,6 +17,8 @@ from ..run.config import METADATA_KEYS, RunConfig, from_params
 log = logging.getLogger(__name__)
 SWAP_MODES = ("none", "concat", "pair")
 METHODS = ("finetune", "pairwise")   # EncoderTrainConfig.method
+PAIRWISE_HEADS = ("symmetric", "order")
+PAIRWISE_TUNES = ("none", "ffn")
 
 # The Trainer optimizers transformers builds from bitsandbytes (CUDA only here; paged ones use CUDA unified memory).
 BNB_OPTIMIZERS = ("adamw_bnb_8bit", "adamw_8bit", "ademamix", "ademamix_8bit", "lion_8bit", "lion_32bit",
@@ -228,6 +230,16 @@ class EncoderTrainConfig(TrainConfig):
     pairwise_hidden: int = 64              # pairwise: hidden width of a 3-layer head
     pairwise_steps: int = 200              # pairwise: full-batch Adam steps per head
     pairwise_lr: float = 1e-2              # pairwise: Adam learning rate of the head
+    pairwise_head: str = "symmetric"       # pairwise: symmetric (swap-exact) | order (order-aware read-out: swap TTA matters)
+    pairwise_tta: bool = False             # pairwise, order head: average with the A/B-swapped rows (out of fold and after)
+    pairwise_tune: str = "none"            # pairwise: none (frozen) | ffn (train the last layer's feed-forward block:
+                                           #   LoRA with lora_r/lora_alpha/lora_init if use_lora, else all its weights)
+    pairwise_tune_epochs: int = 3          # pairwise_tune: passes over each fold's training rows
+    pairwise_tune_lr: float = 1e-4         # pairwise_tune without LoRA: Adam learning rate of the block
+    pairwise_lora_lr: float = 1e-3         # pairwise_tune with LoRA: Adam learning rate of the adapters
+    pairwise_tune_head_lr: float = 1e-3    # pairwise_tune: Adam learning rate of the warm-started head
+    pairwise_tune_tokens: int = 16         # pairwise_tune: tokens sampled per text per step
+    pairwise_tune_batch: int = 64          # pairwise_tune: rows per step
     PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         # Plan: without checkpointing 8x1536 needs ~64 GiB of activations (DeBERTa's 16 heads x 1536^2 scores per
         # layer); with it 12.8 GiB of an A100-40, ~1.2 h.
@@ -243,6 +255,22 @@ class EncoderTrainConfig(TrainConfig):
                            eval_batch_size=64, grad_accum=1, lr=1e-4, head_lr=3e-3, scheduler="linear",
                            swap_aug="none", logging_steps=20),
     }
+
+
+    SETTING_RULES: ClassVar[dict[str, str]] = {
+        **TrainConfig.SETTING_RULES, "window_tokens": "int>=3", "max_windows": "int>=1", "pairwise_hidden": "int>=1",
+        "pairwise_steps": "int>=1", "pairwise_lr": "num>0", "pairwise_tune_epochs": "int>=0",
+        "pairwise_tune_lr": "num>0", "pairwise_lora_lr": "num>0", "pairwise_tune_head_lr": "num>0",
+        "pairwise_tune_tokens": "int>=1", "pairwise_tune_batch": "int>=1"}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name, allowed in (("pairwise_head", PAIRWISE_HEADS), ("pairwise_tune", PAIRWISE_TUNES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.pairwise_tta and self.pairwise_head == "symmetric":
+            raise ValueError("pairwise_tta=True needs pairwise_head='order': the symmetric head is swap-exact, "
+                             "so TTA cannot change its predictions")
 
 
 # config_class -> class; "GemmaTrainConfig" stays so runs saved before the rename still load.
