@@ -140,7 +140,8 @@ def test_bad_test_file_gives_valid_submission_and_all_artifacts(tmp_path) -> Non
 def test_config_checks_and_profile_defaults(tmp_path) -> None:
     cfg = BaselineConfig(output_dir=str(tmp_path))
     assert cfg.run_name == "baseline" and cfg.n_estimators == 2000 and cfg.use_embeddings is False
-    assert cfg.lgbm_params()["num_threads"] == 2
+    assert cfg.lgbm_params()["num_threads"] == 1
+    assert BaselineConfig(output_dir=str(tmp_path), profile="kaggle-t4").lgbm_params()["num_threads"] == 2
     with pytest.raises(ValueError, match="model"):
         BaselineConfig(output_dir=str(tmp_path), model="xgb")
 
