@@ -124,4 +124,4 @@ def factor_table(run_dirs: list[Path], reference: str, n_bootstrap: int = 1000, 
         rows.append({"run": name, "vs": vs, "changed": changed_settings(real[vs], cfg), "n_rows": len(common),
                      "ref_log_loss": metrics.log_loss(labels, ref), "log_loss": metrics.log_loss(labels, probs),
                      "diff": diff, "diff_low": low, "diff_high": high})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(sorted(rows, key=lambda r: r["run"]))   # by name: a factor's nested variants together
