@@ -1,10 +1,10 @@
-"""Refresh the README's results section from the runs (tables and one figure), so nothing is pasted by hand.
+"""Refresh the README's results section from the runs (tables and two figures), so nothing is pasted by hand.
 
     python -m kagglelib.report [--output-dir outputs] [--readme README.md]
 
 Reads ``<output_dir>/ablation/`` (written by notebook 06) and ``<output_dir>/runs/submission/metrics.json``
 (notebook 05), writes the markdown between ``<!-- results:start -->`` and ``<!-- results:end -->`` and
-copies the bias figure to ``outputs/readme/`` (the one versioned folder under outputs/).
+copies the factor and bias figures to ``outputs/readme/`` (the one versioned folder under outputs/).
 """
 from __future__ import annotations
 
@@ -39,9 +39,11 @@ def results_markdown(output_dir: Path, figure_dir: Path, readme_dir: Path = REPO
              to_markdown(table[[c for c in TABLE_COLUMNS if c in table.columns]])]
     factors = ab / FACTOR_TABLE_CSV
     if factors.exists() and factors.stat().st_size > 1:
-        parts += ["\n**Factor table** (notebook 06: each run against the reference on the rows both held out; "
-                  "`diff` = its log loss minus the reference's, 95% paired bootstrap interval; < 0 = better):\n",
-                  to_markdown(pd.read_csv(factors))]
+        parts += ["\n**Factor table** (notebook 06: the seeds' factors on the real MiniLM, every fold; each run "
+                  "against the run it differs from in one setting (`vs`; other notebooks' runs against the reference) "
+                  "on the rows both held out; `diff` = its log loss minus that run's, 95% paired bootstrap interval; "
+                  "< 0 = better):\n", to_markdown(pd.read_csv(factors))]
+        parts += _figure(ab, figure_dir, readme_dir, "factors", "Seed factors on the bundled sample")
     sub = output_dir / "runs" / "submission" / METRICS
     if sub.exists():
         m = json.loads(sub.read_text())
@@ -56,13 +58,19 @@ def results_markdown(output_dir: Path, figure_dir: Path, readme_dir: Path = REPO
         frame = bias_frame(json.loads(bias.read_text()))
         parts += ["\n**Bias probes** (notebook 06, real held-out rows; shifts are changes in the edited side's win "
                   "probability):\n", to_markdown(frame)]
-        figure = ABLATION_FIGURES["bias"]
-        if (ab / figure).exists():
-            figure_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(ab / figure, figure_dir / figure)
-            rel = Path(os.path.relpath(figure_dir / figure, readme_dir))
-            parts.append(f"\n![Bias probes on the bundled sample]({rel.as_posix()})\n")
+        parts += _figure(ab, figure_dir, readme_dir, "bias", "Bias probes on the bundled sample")
     return "\n".join(parts)
+
+
+def _figure(ab: Path, figure_dir: Path, readme_dir: Path, name: str, caption: str) -> list[str]:
+    """Copy one of 06's figures next to the README and return its markdown (nothing when 06 did not draw it)."""
+    figure = ABLATION_FIGURES[name]
+    if not (ab / figure).exists():
+        return []
+    figure_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ab / figure, figure_dir / figure)
+    rel = Path(os.path.relpath(figure_dir / figure, readme_dir))
+    return [f"\n![{caption}]({rel.as_posix()})\n"]
 
 
 def update_readme(readme: Path, section: str) -> None:
