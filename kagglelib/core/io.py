@@ -1,7 +1,8 @@
 """Atomic writers for every artifact a run leaves behind (text, JSON, tables, PNG), reading the suite's own tables
-back (ids as text: no NA parsing, no number conversion), and list parameters read back."""
+back (ids as text: no NA parsing, no number conversion), list parameters read back, and files' content hashes."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -15,6 +16,15 @@ import pandas as pd
 # The process umask, read once (os.umask can only be read by setting it, which would race other threads).
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 @contextmanager

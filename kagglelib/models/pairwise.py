@@ -28,7 +28,7 @@ from ..core.paths import minilm_dir
 from ..data.features import pair_forms
 from ..data.folds import make_folds
 from ..data.text import head_tail_text, join_turns
-from ..run.layout import MODEL_DIR
+from ..run.names import RunPaths
 from ..scoring import metrics
 from .build import resolve_backbone
 
@@ -447,7 +447,7 @@ def encoder_folder(backbone: str) -> Path:
 
 def load_predictor(run_dir: str | Path, cache_dir: str | Path | None = None) -> Any:
     """Predictor of a saved pairwise run: the frozen encoder reads each text once, the fold heads are averaged."""
-    state, heads, comps = load_heads(Path(run_dir) / MODEL_DIR)
+    state, heads, comps = load_heads(RunPaths(Path(run_dir)).model_dir)
     encoder = load_encoder(encoder_folder(state["backbone"]))
     emb_kw = {k: state[k] for k in ("window_tokens", "max_windows", "max_chars")}
     memory: dict[str, np.ndarray] = {}   # texts seen by this predictor (TTA and probes repeat them) are read once
