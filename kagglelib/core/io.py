@@ -27,6 +27,26 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+# Speed cache of folder_sha256: a file's sha256 by (path, size, mtime, ctime, inode). The key a cache uses is always
+# the content hash; ctime (set by the kernel on every write or rename, never copied by cp -p, rsync -t or unzip)
+# makes a replaced file hash again even when its size and mtime are the old ones.
+_SHA256_SEEN: dict[tuple, str] = {}
+
+
+def folder_sha256(folder: str | Path) -> str:
+    """Content identity of a folder (a model's weights, config and tokenizer files): sha256 over the names and
+    sha256 of its top-level files, hidden ones left out. Two folders of the same name and sizes but other weights
+    differ; each file is hashed once per process while it stays the same file."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".")):
+        st = f.stat()
+        seen = (str(f.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        if seen not in _SHA256_SEEN:
+            _SHA256_SEEN[seen] = file_sha256(f)
+        h.update(f"{f.name}\0{_SHA256_SEEN[seen]}\n".encode())
+    return h.hexdigest()
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds."""

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ..core.io import atomic_path, read_json, write_json
+from ..core.io import atomic_path, folder_sha256, read_json, write_json
 from ..core.paths import minilm_dir
 from ..data.features import pair_forms
 from ..data.folds import make_folds
@@ -55,9 +55,8 @@ def windows(ids: Sequence[int], size: int, max_windows: int) -> list[list[int]]:
 
 def store_dir(cache_dir: str | Path, model_dir: Path, window_tokens: int, max_windows: int, max_chars: int,
               layer: int = -1) -> Path:
-    """Cache folder of one encoder (by its weights file's size and name) and window settings."""
-    weights = model_dir / "model.safetensors"
-    ident = f"{model_dir.name}-{weights.stat().st_size if weights.exists() else 0}"
+    """Cache folder of one encoder (by content: its weights, config and tokenizer files) and window settings."""
+    ident = folder_sha256(model_dir)
     tag = hashlib.sha1(f"{ident}|{window_tokens}|{max_windows}|{max_chars}|{layer}".encode()).hexdigest()[:12]
     return Path(cache_dir) / f"chunked_{tag}"
 
