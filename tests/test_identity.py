@@ -142,3 +142,20 @@ def test_encoder_weights_replaced_in_place_are_read_again(tmp_path):
     after = pairwise.embed_chunked(TEXTS, cache, model_dir=a, **kw)
     assert not np.allclose(before, after)
     np.testing.assert_allclose(after, pairwise.embed_chunked(TEXTS, None, model_dir=b, **kw), atol=1e-6)
+
+
+def test_a_backbone_name_matching_two_different_model_folders_is_an_error(tmp_path, monkeypatch):
+    """Two attached datasets (or model versions) each hold a ``gemma-x`` folder: a name never picks one silently."""
+    from kagglelib.models import build
+
+    inputs = tmp_path / "input"
+    for ds, weights in (("ds1", b"\x01" * 64), ("ds2", b"\x02" * 64)):
+        (inputs / ds / "gemma-x").mkdir(parents=True)
+        (inputs / ds / "gemma-x" / "config.json").write_text("{}")
+        (inputs / ds / "gemma-x" / "model.safetensors").write_bytes(weights)
+    # as on Kaggle: /kaggle/input and each dataset in it (so one folder is found from two roots)
+    monkeypatch.setattr(build, "model_search_dirs", lambda: [inputs, inputs / "ds1", inputs / "ds2"])
+    with pytest.raises(ValueError, match="2 model folders of that name with different contents"):
+        build.resolve_backbone("gemma-x")
+    shutil.copy2(inputs / "ds1" / "gemma-x" / "model.safetensors", inputs / "ds2" / "gemma-x" / "model.safetensors")
+    assert build.resolve_backbone("gemma-x") == str(inputs / "ds1" / "gemma-x")   # the same model twice: fine
