@@ -59,7 +59,10 @@ class Run(RunFiles):
         folder a test or a fold loop hands over)."""
         files = RunPaths(Path(path))
         info = read_json(files.info_file) if files.info_file.is_file() else None
-        return cls(files.path, read_json(files.config_file), info)
+        run = cls(files.path, read_json(files.config_file), info)
+        if files.manifest_file.is_file():
+            run.identity   # read now, with the config: the generation opened is the one identified
+        return run
 
     @cached_property
     def identity(self) -> str:
