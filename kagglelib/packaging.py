@@ -32,13 +32,13 @@ from shlex import quote
 from packaging.requirements import Requirement
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-from .core.io import comma_list, read_json, write_json, write_text
+from .core.io import comma_list, write_json, write_text
 from .core.paths import COMPETITIONS, DATASET_SLUG, REPO_ROOT, default_output_dir
 from .models.saved import inference_needs
 from .models.spec import spec_from
 from .run.folder import Run
-from .run.layout import MODEL_DIR, find_run
-from .run.store import MANIFEST, verify_run
+from .run.layout import find_run
+from .run.store import committed_files
 
 
 COMPETITION = COMPETITIONS[0]
@@ -66,7 +66,7 @@ def copy_run(run_dir: Path, dest: Path) -> Path:
     target = dest / run_dir.name
     if target.exists():
         shutil.rmtree(target)
-    for rel in [*verify_run(run_dir)["files"], MANIFEST]:
+    for rel in committed_files(run_dir):
         (target / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(run_dir / rel, target / rel)
     return target
@@ -78,7 +78,7 @@ def run_needs(run_dir: Path) -> dict:
     if run.info is not None:
         return {"packages": list(run.info.get("packages", [])), "base_model": run.info.get("base_model"),
                 "layout": run.layout}
-    if (run_dir / MODEL_DIR).is_dir():   # an older transformer run: its needs follow from its config
+    if run.model_dir.is_dir():   # an older transformer run: its needs follow from its config
         return inference_needs(spec_from(run.config))
     raise ValueError(f"{run_dir}: no run_info.json / predictor.json: an older baseline run that cannot predict "
                      "without its training file. Re-run 02 to make a self-contained run, then package it.")

@@ -39,7 +39,7 @@ from .models.shape import (GIB, KNOWN_SHAPES, Shape, kbit_training_upcast_bytes,
 from .models.spec import spec_from, text_config_from
 from .run.config import from_params
 from .run.folder import Run
-from .run.layout import CONFIG, find_run
+from .run.layout import find_run
 from .training.baseline import BaselineConfig
 from .training.config import DecoderTrainConfig, EncoderTrainConfig
 from .training.launch import choose_layout
@@ -349,8 +349,8 @@ def _run_config(run: str, output_dir: str, profile: str) -> tuple[dict[str, Any]
     """A run's saved config.json; for a default run name (02/03/04's ``run_name``) not trained yet, the training
     profile's config; else (None, why): a run that is not found is never guessed from its name."""
     try:
-        path = find_run(run, output_dir)
-        return Run.at(path).config, f"{path}/{CONFIG}"
+        found = Run.at(find_run(run, output_dir))
+        return found.config, str(found.config_file)
     except FileNotFoundError as err:
         missing = str(err)
     # A run not trained yet is planned only under its notebook's default name, never guessed from a name's parts.

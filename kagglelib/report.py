@@ -20,7 +20,8 @@ from .analysis.ablation import FACTOR_TABLE_CSV, INT_COLUMNS, integer_columns, t
 from .analysis.probes import bias_frame
 from .core.io import read_csv_table, write_text
 from .core.paths import REPO_ROOT, default_output_dir
-from .run.layout import ABLATION_DIR, ABLATION_FIGURES, ABLATION_TABLE_CSV, BIAS_REPORT, METRICS
+from .run.layout import ABLATION_DIR, ABLATION_FIGURES, ABLATION_TABLE_CSV, BIAS_REPORT
+from .run.names import RunPaths
 
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -44,7 +45,7 @@ def results_markdown(output_dir: Path, figure_dir: Path, readme_dir: Path = REPO
                   "on the rows both held out; `diff` = its log loss minus that run's, 95% paired bootstrap interval; "
                   "< 0 = better):\n", to_markdown(pd.read_csv(factors))]
         parts += _figure(ab, figure_dir, readme_dir, "factors", "Seed factors on the bundled sample")
-    sub = output_dir / "runs" / "submission" / METRICS
+    sub = RunPaths(output_dir / "runs" / "submission").metrics_file
     if sub.exists():
         m = json.loads(sub.read_text())
         blend = pd.DataFrame({run: m["valid_per_run"][run] for run in m["runs"]}).T

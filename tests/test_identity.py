@@ -1,7 +1,8 @@
-"""A run, a teacher and a train file are identified by content, never by a folder name, a path or an mtime."""
+"""A run, a teacher, a train file and an encoder are identified by content, never by a folder name, a path or an mtime."""
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -9,8 +10,11 @@ import pytest
 
 from conftest import TEST, TRAIN
 from kagglelib.core.io import read_json
+from kagglelib.core.paths import minilm_dir
+from kagglelib.data.features import embed_texts
 from kagglelib.inference.pseudo import pseudo_label
 from kagglelib.inference.submit import InferenceConfig, run_inference
+from kagglelib.models import pairwise
 from kagglelib.packaging import package
 from kagglelib.run.store import manifest_hash
 from kagglelib.training.baseline import BaselineConfig, run_baseline
@@ -82,3 +86,76 @@ def test_train_file_cache_follows_content_not_mtime(tmp_path):
     os.utime(path, ns=(stamp, stamp))   # as cp -p, rsync -t or unzip leave it: another file, the same mtime
     second, _ = arena_with_folds(cfg)
     assert second["id"].tolist() == raw["id"].iloc[500:1000].tolist() != first["id"].tolist()
+
+
+def twin_encoders(root):
+    """Two encoder folders both named ``enc``, with the same files, sizes and mtimes but other weights (tiny random
+    BERTs with MiniLM's tokenizer): as two attached datasets, or a folder re-copied with ``cp -p``."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    src = minilm_dir()
+    folders = []
+    for seed, where in ((0, "a"), (1, "b")):
+        folder = root / where / "enc"
+        torch.manual_seed(seed)
+        BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+                  ).save_pretrained(folder, safe_serialization=True)
+        for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+            shutil.copy(src / name, folder / name)
+        folders.append(folder)
+    for name in os.listdir(folders[0]):
+        assert (folders[0] / name).stat().st_size == (folders[1] / name).stat().st_size, name
+        stamp = os.stat(folders[0] / name).st_mtime_ns
+        for f in folders:
+            os.utime(f / name, ns=(stamp, stamp))
+    return folders
+
+
+TEXTS = ["Paris is the capital of France.", "word " * 80, "How do I bake bread?"]
+
+
+def test_encoder_caches_follow_the_weights_not_the_folder_name(tmp_path):
+    a, b = twin_encoders(tmp_path)
+    cache = tmp_path / "cache"
+    # 04's pairwise store (models.pairwise.store_dir)
+    kw = dict(window_tokens=32, max_windows=2, progress=False)
+    ea = pairwise.embed_chunked(TEXTS, cache, model_dir=a, **kw)
+    eb = pairwise.embed_chunked(TEXTS, cache, model_dir=b, **kw)
+    assert not np.allclose(ea, eb)   # b's own vectors, not a's from the shared cache
+    np.testing.assert_allclose(eb, pairwise.embed_chunked(TEXTS, None, model_dir=b, **kw), atol=1e-6)
+    assert len(list(cache.glob("chunked_*"))) == 2
+    # 02's embedding features (data.features.embed_texts)
+    ta, tb = (embed_texts(TEXTS, cache_dir=cache, model_dir=f) for f in (a, b))
+    assert not np.allclose(ta, tb)
+    np.testing.assert_allclose(tb, embed_texts(TEXTS, model_dir=b), atol=1e-6)
+
+
+def test_encoder_weights_replaced_in_place_are_read_again(tmp_path):
+    """Same folder, same size, same mtime (cp -p of other weights over the file): the cache key is the content."""
+    a, b = twin_encoders(tmp_path)
+    cache, kw = tmp_path / "cache", dict(window_tokens=32, max_windows=2, progress=False)
+    before = pairwise.embed_chunked(TEXTS, cache, model_dir=a, **kw)
+    stamp = os.stat(a / "model.safetensors").st_mtime_ns
+    shutil.copy2(b / "model.safetensors", a / "model.safetensors")
+    os.utime(a / "model.safetensors", ns=(stamp, stamp))
+    after = pairwise.embed_chunked(TEXTS, cache, model_dir=a, **kw)
+    assert not np.allclose(before, after)
+    np.testing.assert_allclose(after, pairwise.embed_chunked(TEXTS, None, model_dir=b, **kw), atol=1e-6)
+
+
+def test_a_backbone_name_matching_two_different_model_folders_is_an_error(tmp_path, monkeypatch):
+    """Two attached datasets (or model versions) each hold a ``gemma-x`` folder: a name never picks one silently."""
+    from kagglelib.models import build
+
+    inputs = tmp_path / "input"
+    for ds, weights in (("ds1", b"\x01" * 64), ("ds2", b"\x02" * 64)):
+        (inputs / ds / "gemma-x").mkdir(parents=True)
+        (inputs / ds / "gemma-x" / "config.json").write_text("{}")
+        (inputs / ds / "gemma-x" / "model.safetensors").write_bytes(weights)
+    # as on Kaggle: /kaggle/input and each dataset in it (so one folder is found from two roots)
+    monkeypatch.setattr(build, "model_search_dirs", lambda: [inputs, inputs / "ds1", inputs / "ds2"])
+    with pytest.raises(ValueError, match="2 model folders of that name with different contents"):
+        build.resolve_backbone("gemma-x")
+    shutil.copy2(inputs / "ds1" / "gemma-x" / "model.safetensors", inputs / "ds2" / "gemma-x" / "model.safetensors")
+    assert build.resolve_backbone("gemma-x") == str(inputs / "ds1" / "gemma-x")   # the same model twice: fine

@@ -11,16 +11,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..core.io import read_csv_table, read_json, save_figure, write_csv, write_json, write_text
+from ..core.io import read_csv_table, save_figure, write_csv, write_json, write_text
 from ..data.folds import load_training
 from ..data.frame import WINNER_COLUMNS, rows_by_id
 from ..inference.predictors import load_predictor
 from ..inference.tta import tta_predict
-from ..run.config import RunConfig, load_config, save_config
+from ..run.config import RunConfig, save_config
+from ..run.folder import Run
 from ..run.layout import (ABLATION_DIR, ABLATION_FIGURES, ABLATION_TABLE_CSV, ABLATION_TABLE_MD, BIAS_REPORT,
-                          CALIBRATION_CSV, CONFIG, METRICS, VALID_PREDS, heldout_predictions, labels_and_probs,
+                          CALIBRATION_CSV, heldout_predictions, labels_and_probs,
                           list_runs)
-from ..run.store import staged_run
+from ..run.store import Staging
 from ..scoring.calibration import calibration_report
 from ..scoring.metrics import bootstrap_means, log_loss, normalise, prior_probs, summarise
 from ..scoring.plots import ablation_points, bias_bars, factor_effects, reliability
@@ -80,8 +81,7 @@ FACTOR_TABLE_MD = "factor_table.md"
 
 def is_smoke(run_dir: Path) -> bool:
     """A run of a tiny random model (a pipeline check, never a result)."""
-    cfg = read_json(run_dir / CONFIG)
-    return bool(cfg.get("smoke") or str(cfg.get("backbone", "")).startswith("tiny-"))
+    return Run.at(run_dir).is_smoke
 
 
 def bootstrap_log_loss(labels: np.ndarray, probs: np.ndarray, n: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -93,7 +93,8 @@ def bootstrap_log_loss(labels: np.ndarray, probs: np.ndarray, n: int = 1000, see
 
 def run_row(run_dir: Path, n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
     """One table row: the run's settings and its held-out metrics (recomputed from its predictions)."""
-    cfg, m = read_json(run_dir / CONFIG), read_json(run_dir / METRICS)
+    run = Run.at(run_dir)
+    cfg, m = run.config, run.metrics
     row: dict[str, Any] = {"run": run_dir.name}
     for name, keys in SETTINGS.items():
         row[name] = next((cfg[k] for k in keys if cfg.get(k) not in (None, "")), "")
@@ -240,23 +241,24 @@ def grid_params(base: dict[str, Any], factors: dict[str, list[Any]] | None = Non
 def tta_validation_run(run_dir: Path) -> Path:
     """A sibling run ``<name>_tta`` holding the run's validation predictions redone with swap TTA."""
 
-    cfg = load_config(run_dir)
-    preds = read_csv_table(run_dir / VALID_PREDS)
+    run = Run.at(run_dir)
+    cfg = run.config
+    preds = read_csv_table(run.valid_preds_file)
     rows = rows_by_id(load_training(cfg["train_path"]), preds["id"])
     probs = tta_predict(load_predictor(run_dir), rows)
-    with staged_run(run_dir.parent.parent, f"{run_dir.name}_tta") as stage:   # committed atomically
-        _write_tta_run(run_dir, stage.path, cfg, preds, probs)
+    with Run.create(run_dir.parent.parent, f"{run_dir.name}_tta") as stage:   # committed atomically
+        _write_tta_run(run, stage, cfg, preds, probs)
     return stage.final
 
 
-def _write_tta_run(run_dir: Path, out: Path, cfg: dict[str, Any], preds: pd.DataFrame, probs: np.ndarray) -> None:
+def _write_tta_run(run: Run, out: Staging, cfg: dict[str, Any], preds: pd.DataFrame, probs: np.ndarray) -> None:
 
     labels = preds["label"].to_numpy(dtype=np.int64)
-    write_json({**cfg, "tta": True, "derived_from": run_dir.name}, out / CONFIG)
-    m = read_json(run_dir / METRICS)
+    write_json({**cfg, "tta": True, "derived_from": run.name}, out.config_file)
+    m = run.metrics
     write_json({**{f"valid_{k}": v for k, v in summarise(labels, probs).items()}, "tta": True,
-                "n_train": m.get("n_train"), "smoke": m.get("smoke"), "seconds": m.get("seconds")}, out / METRICS)
-    write_csv(preds.assign(**dict(zip(WINNER_COLUMNS, probs.T))), out / VALID_PREDS)
+                "n_train": m.get("n_train"), "smoke": m.get("smoke"), "seconds": m.get("seconds")}, out.metrics_file)
+    write_csv(preds.assign(**dict(zip(WINNER_COLUMNS, probs.T))), out.valid_preds_file)
 
 
 def run_grid(base: dict[str, Any], factors: dict[str, list[Any]] | None = None, prefix: str = "grid",

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -14,8 +13,9 @@ from ..data.frame import LABEL_NAMES
 from ..data.load import load_arena
 from ..data.text import REFUSAL_PATTERN, join_turns
 from ..run.config import RunConfig, save_config
-from ..run.layout import EDA_FIGURES, METRICS
-from ..run.store import staged_run
+from ..run.folder import Run
+from ..run.layout import EDA_FIGURES
+from ..run.store import Staging
 from ..scoring import plots
 from ..scoring.plots import length_histograms, outcome_rates
 
@@ -170,12 +170,13 @@ def run_eda(cfg: EdaConfig) -> dict[str, Any]:
 
     Written in a staging folder and committed atomically with its manifest, like every run (:mod:`kagglelib.runs`).
     """
-    with staged_run(cfg.output_dir, cfg.run_name) as stage:
-        out = _run_eda(cfg, stage.path)
+    with Run.create(cfg.output_dir, cfg.run_name) as stage:
+        out = _run_eda(cfg, stage)
     return {**out, "run_dir": stage.final}
 
 
-def _run_eda(cfg: EdaConfig, run_dir: Path) -> dict[str, Any]:
+def _run_eda(cfg: EdaConfig, stage: Staging) -> dict[str, Any]:
+    run_dir = stage.path
     save_config(cfg, run_dir)
     train, test = load_arena(cfg.train_path), load_arena(cfg.test_path)
     if "label" not in train.columns:
@@ -199,5 +200,5 @@ def _run_eda(cfg: EdaConfig, run_dir: Path) -> dict[str, Any]:
         save_figure(fig, run_dir / EDA_FIGURES[name])
         plt.close(fig)   # closed so a notebook shows each once, when it displays the returned figure
     summary_ = summary(train, test)
-    write_json(summary_, run_dir / METRICS)
+    write_json(summary_, stage.metrics_file)
     return {"run_dir": run_dir, "summary": summary_, "tables": tables, "figures": figures}

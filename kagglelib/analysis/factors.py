@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..core.io import read_json
 from ..run.config import METADATA_KEYS
-from ..run.layout import CONFIG, heldout_predictions, labels_and_probs
+from ..run.folder import Run
+from ..run.layout import heldout_predictions, labels_and_probs
 from ..scoring import metrics
 from ..training.config import CONFIG_CLASSES
 from ..training.fit import train
@@ -49,7 +49,7 @@ def variant_name(reference: str, overrides: dict[str, Any]) -> str:
 def train_variants(output_dir: str | Path, reference: str, factors: str) -> list[Path]:
     """Train each variant of the reference run (its saved config with the overrides); returns the run folders."""
     ref_dir = Path(output_dir) / "runs" / reference
-    saved = read_json(ref_dir / CONFIG)
+    saved = Run.at(ref_dir).config
     cls = CONFIG_CLASSES[saved["config_class"]]
     base = {k: v for k, v in saved.items() if k not in METADATA_KEYS}
     base["output_dir"] = str(output_dir)
@@ -104,7 +104,7 @@ def factor_table(run_dirs: list[Path], reference: str, n_bootstrap: int = 1000, 
     by_name = {d.name: d for d in run_dirs}
     if reference not in by_name:
         return pd.DataFrame()
-    configs = {n: read_json(d / CONFIG) for n, d in by_name.items()}
+    configs = {n: Run.at(d).config for n, d in by_name.items()}
     real = {n: c for n, c in configs.items()
             if not (c.get("smoke") or str(c.get("backbone", "")).startswith("tiny-"))}
     if reference not in real:

@@ -28,7 +28,7 @@ from ..data.frame import swap_ab, swap_probs
 from ..data.text import join_turns
 from ..inference.predictors import Predictor, load_predictor
 from ..inference.tta import tta_predict
-from ..run.config import load_config
+from ..run.folder import Run
 from ..run.layout import heldout_predictions
 
 
@@ -110,7 +110,7 @@ def run_probes(predict: Predictor, df: pd.DataFrame) -> dict[str, float]:
 
 def probe_rows(run_dir: Path, n_rows: int, seed: int = 0) -> pd.DataFrame:
     """Up to ``n_rows`` real battles the run held out (its train file, rows in its held-out predictions)."""
-    train = load_training(load_config(run_dir)["train_path"])
+    train = load_training(Run.at(run_dir).config["train_path"])
     preds = heldout_predictions(run_dir)
     if preds is not None:
         train = train[train["id"].astype(str).isin(set(preds["id"].astype(str)))]

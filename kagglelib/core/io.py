@@ -1,7 +1,8 @@
 """Atomic writers for every artifact a run leaves behind (text, JSON, tables, PNG), reading the suite's own tables
-back (ids as text: no NA parsing, no number conversion), and list parameters read back."""
+back (ids as text: no NA parsing, no number conversion), list parameters read back, and files' content hashes."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -15,6 +16,35 @@ import pandas as pd
 # The process umask, read once (os.umask can only be read by setting it, which would race other threads).
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# Speed cache of folder_sha256: a file's sha256 by (path, size, mtime, ctime, inode). The key a cache uses is always
+# the content hash; ctime (set by the kernel on every write or rename, never copied by cp -p, rsync -t or unzip)
+# makes a replaced file hash again even when its size and mtime are the old ones.
+_SHA256_SEEN: dict[tuple, str] = {}
+
+
+def folder_sha256(folder: str | Path) -> str:
+    """Content identity of a folder (a model's weights, config and tokenizer files): sha256 over the names and
+    sha256 of its top-level files, hidden ones left out. Two folders of the same name and sizes but other weights
+    differ; each file is hashed once per process while it stays the same file."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".")):
+        st = f.stat()
+        seen = (str(f.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        if seen not in _SHA256_SEEN:
+            _SHA256_SEEN[seen] = file_sha256(f)
+        h.update(f"{f.name}\0{_SHA256_SEEN[seen]}\n".encode())
+    return h.hexdigest()
 
 
 @contextmanager

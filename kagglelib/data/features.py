@@ -28,7 +28,7 @@ import pandas as pd
 from scipy import sparse
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
-from ..core.io import atomic_path, read_json, write_json
+from ..core.io import atomic_path, folder_sha256, read_json, write_json
 from ..core.paths import minilm_dir
 from .text import REFUSAL_PATTERN, head_tail_text, join_turns
 
@@ -300,7 +300,7 @@ def embed_texts(texts: Sequence[str], cache_dir: str | Path | None = None, batch
     """L2-normalised mean-pooled MiniLM embeddings (n, 384), on GPU if any; cached as ``<cache_dir>/emb_<hash>.npy``."""
     model_dir = Path(model_dir) if model_dir else minilm_dir()
     texts = [head_tail_text(str(t), max_chars) for t in texts]
-    key = texts_key(texts, model_dir.name, max_tokens, max_chars)
+    key = texts_key(texts, folder_sha256(model_dir), max_tokens, max_chars)   # the encoder by content, not name
     cache = Path(cache_dir) / f"emb_{key}.npy" if cache_dir else None
     if cache is not None and cache.exists():
         return np.load(cache, allow_pickle=False)

@@ -21,8 +21,7 @@ from ..models.forward import predict_probs
 from ..models.saved import load_for_inference
 from ..models.shape import model_shape, resolve_quantization
 from ..models.tabular import logreg_probs, symmetric_predict
-from ..run.folder import Run, fold_dirs
-from ..run.layout import CONFIG, MODEL_DIR, PREDICTOR
+from ..run.folder import Run
 from ..scoring.calibration import apply_temperature
 from .tta import Predictor, tta_predict
 
@@ -38,17 +37,19 @@ def run_fingerprint(run: Run, tta: bool, **settings: Any) -> str:
     return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
-def transformer_predictor(run_dir: str | Path, device: str | None = None, precision: str = "auto",
+def transformer_predictor(run: Run | str | Path, device: str | None = None, precision: str = "auto",
                           quantization: str | None = None, batch_tokens: int | None = None,
                           progress: bool = False) -> Predictor:
     """A predictor for a saved transformer run (LoRA adapter + head, or full weights) on one device.
 
     ``batch_tokens`` None: 16384 on a GPU, 2048 on CPU (measured faster there: less padding, better cache use).
     An all-fold run (``fold<k>/`` sub-runs, no ``model/``) predicts the mean of its fold models' probabilities.
+    ``run``: a :class:`Run` or its folder.
     """
     import torch
 
-    folds = fold_dirs(run_dir) if not (Path(run_dir) / MODEL_DIR).is_dir() else []
+    run = run if isinstance(run, Run) else Run.at(run)
+    folds = run.folds if not run.model_dir.is_dir() else []
     if folds:
         # Each fold model is loaded once and kept (fine for encoders; a LoRA run holds one base per fold).
         members = [transformer_predictor(f, device, precision, quantization, batch_tokens, progress) for f in folds]
@@ -58,9 +59,9 @@ def transformer_predictor(run_dir: str | Path, device: str | None = None, precis
     # Precision follows this predictor's own GPU (a T4 gets fp16 even when the run trained in bf16 on an A100).
     precision = resolve_precision(precision, device)
     if quantization == "auto":
-        quantization = auto_quantization(run_dir, device)
+        quantization = auto_quantization(run, device)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
-    model, tokenizer, text_cfg, task = load_for_inference(run_dir, device=device, dtype=dtype,
+    model, tokenizer, text_cfg, task = load_for_inference(run, device=device, dtype=dtype,
                                                           quantization=quantization)
     suffix = INSTRUCTION if task == "next_token" else ""
     on_gpu = str(device or next(model.parameters()).device).startswith("cuda")
@@ -74,7 +75,7 @@ def transformer_predictor(run_dir: str | Path, device: str | None = None, precis
     return predict
 
 
-def auto_quantization(run_dir: str | Path, device: str | None) -> str | None:
+def auto_quantization(run: Run, device: str | None) -> str | None:
     """'4bit' for a LoRA run whose 16-bit weights would fill > 60% of this GPU (a 9B on a T4), 'none' if they fit,
     None (the run's own setting) off CUDA. Decided by :func:`kagglelib.plan.resolve_quantization`."""
     import torch
@@ -82,7 +83,7 @@ def auto_quantization(run_dir: str | Path, device: str | None) -> str | None:
 
     if not torch.cuda.is_available() or not str(device or "cuda").startswith("cuda"):
         return None
-    cfg = read_json(Path(run_dir) / CONFIG)
+    cfg = run.config
     memory = torch.cuda.get_device_properties(torch.device(device or "cuda")).total_memory
     return resolve_quantization("auto", cfg, model_shape(cfg["backbone"]), memory)
 
@@ -118,7 +119,7 @@ def run_predictors(run: Run | str | Path, devices: Sequence[str], precision: str
     model averaged for an all-fold run), one predictor for a baseline run. ``run``: a :class:`Run` or its folder."""
     run = run if isinstance(run, Run) else Run.at(run)
     if run.kind == "baseline":
-        return [load_baseline(run.path)]
+        return [load_baseline(run)]
     if run.kind == "pairwise":   # frozen encoder + heads: one predictor
         return [tune.load_predictor(run.path)]
     return [transformer_predictor(run.path, device=d, precision=precision, quantization=quantization,
@@ -141,15 +142,16 @@ def predict_pair(prompt: str | list[str], response_a: str | list[str], response_
     return {"winner_model_a": float(p[0]), "winner_model_b": float(p[1]), "winner_tie": float(p[2])}
 
 
-def load_baseline(run_dir: str | Path) -> Predictor:
-    """A saved 02 run as a predictor, from its folder alone: the probabilities its test_preds.csv holds."""
-    run_dir = Path(run_dir)
-    if not (run_dir / PREDICTOR).exists():
+def load_baseline(run: Run | str | Path) -> Predictor:
+    """A saved 02 run (a :class:`Run` or its folder) as a predictor, from its folder alone."""
+    run = run if isinstance(run, Run) else Run.at(run)
+    run_dir = run.path
+    if not run.predictor_file.exists():
         raise FileNotFoundError(
             f"{run_dir}: no predictor.json / featurizer/ (the fitted feature state): the run was made by an older "
             "kagglelib that refitted features from the training file at inference time. Re-run 02 (notebook "
             "02_baseline or kagglelib.baseline.run_baseline) to make a self-contained run folder.")
-    state = read_json(run_dir / PREDICTOR)
+    state = read_json(run.predictor_file)
     featurizer = load_featurizer(run_dir / state["featurizer"])
     if state["model"] == "lgbm":
         import lightgbm as lgb

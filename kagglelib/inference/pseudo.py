@@ -16,13 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..core.io import comma_list, read_json, refuse_input, table_format, write_json, write_table
+from ..core.io import comma_list, refuse_input, table_format, write_json, write_table
 from ..data.frame import TARGET_COLUMNS, TEXT_COLUMNS, WINNER_COLUMNS, content_fingerprint
 from ..data.load import _read_table, arena_from_table, load_arena
-from ..run.config import load_config
 from ..run.folder import Run
-from ..run.layout import CONFIG, METRICS, find_run
-from ..run.store import manifest_hash
+from ..run.layout import find_run
+from ..run.names import RunPaths
 from ..scoring.calibration import apply_temperature
 from ..scoring.ensemble import blend
 from .predictors import run_predictors, visible_devices
@@ -59,8 +58,8 @@ def blend_members(runs: str | list[str], weights: str | list[float] | None,
     names = comma_list(runs) if isinstance(runs, str) else list(runs)
     dirs = [find_run(r, output_dir) for r in names]
     temperature = 1.0
-    if len(dirs) == 1 and load_config(dirs[0]).get("config_class") == "InferenceConfig":
-        m = read_json(dirs[0] / METRICS)   # a 05 submission: its fitted blend, for the members it was fitted on
+    if len(dirs) == 1 and Run.at(dirs[0]).config_class == "InferenceConfig":
+        m = Run.at(dirs[0]).metrics   # a 05 submission: its fitted blend, for the members it was fitted on
         return blend_of_submission(dirs[0], m, output_dir), np.array(list(m["weights"].values()), dtype=np.float64), \
             float(m["temperature"])
     if weights in (None, "", []):
@@ -85,8 +84,8 @@ def blend_of_submission(submission: Path, m: dict[str, Any], output_dir: str | P
     dirs = []
     for member in members:
         recorded = Path(member["path"])
-        run = find_run(recorded if (recorded / CONFIG).exists() else member["name"], output_dir)
-        now = manifest_hash(run)
+        run = find_run(recorded if RunPaths(recorded).is_run() else member["name"], output_dir)
+        now = Run.at(run).identity
         if now != member["identity"]:
             raise ValueError(f"{submission}: its blend was fitted on run {member['run']!r} with manifest "
                              f"{member['identity'][:12]}, but {run} is now {now[:12]} (retrained or replaced since); "
@@ -121,8 +120,8 @@ def pseudo_label(runs: str | list[str], input_path: str | Path, out_path: str | 
     provenance = {
         "input": str(input_path), "input_fingerprint": content_fingerprint(df), "tta": tta,
         "id_prefix": id_prefix, "temperature": temperature, "seconds": round(time.monotonic() - start, 2),
-        "runs": [{"run": d.name, "path": str(d), "kind": Run.at(d).kind, "weight": float(wi), "identity": manifest_hash(d)}
-                 for d, wi in zip(dirs, w)],
+        "runs": [{"run": r.name, "path": str(r.path), "kind": r.kind, "weight": float(wi), "identity": r.identity}
+                 for r, wi in zip(map(Run.at, dirs), w)],
     }
     sidecar = write_soft_file(df, final, out_path, provenance, inputs=[input_path])
     return sidecar

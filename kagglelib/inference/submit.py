@@ -35,9 +35,9 @@ from ..data.load import load_arena
 from ..models.build import warn_8bit
 from ..run.config import RunConfig, save_config
 from ..run.folder import Run
-from ..run.layout import METRICS, RULE_FLAGS, SUBMISSION
+from ..run.layout import RULE_FLAGS
 from ..run.preflight import check_unique_ids
-from ..run.store import staged_run
+from ..run.store import Staging
 from ..scoring.ensemble import apply_blend, apply_rules, crossfit_blend, fit_blend, fit_rules
 from ..scoring.metrics import summarise
 from ..scoring.submission import validate_submission, write_submission
@@ -187,11 +187,12 @@ def run_inference(cfg: InferenceConfig) -> dict[str, Any]:
     ``<output_dir>/cache/inference/<run>/`` so that they survive a kill.
     """
 
-    with staged_run(cfg.output_dir, cfg.run_name) as stage:
-        return _run_inference(cfg, stage.path)
+    with Run.create(cfg.output_dir, cfg.run_name) as stage:
+        return _run_inference(cfg, stage)
 
 
-def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
+def _run_inference(cfg: InferenceConfig, stage: Staging) -> dict[str, Any]:
+    out_dir = stage.path
     start = time.monotonic()   # the time budget counts from here, on the monotonic clock
     save_config(cfg, out_dir, notebook="05_tta_inference")
     test = load_arena(cfg.test_path)
@@ -248,10 +249,10 @@ def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
                     "see fallback_rows.csv", len(fallback), len(test), int((fallback["runs_predicted"] == "").sum()))
     if rules is not None:
         final = apply_rules(test, final, rules)
-    sub_path = write_submission(test["id"], final, out_dir / SUBMISSION, layout)
+    sub_path = write_submission(test["id"], final, stage.submission_file, layout)
     validate_submission(sub_path, cfg.test_path)
     # The file to upload: <output_dir>/submission.csv, and /kaggle/working/submission.csv in a Kaggle kernel.
-    copies = [Path(cfg.output_dir) / SUBMISSION] + ([KAGGLE_WORKING / SUBMISSION]
+    copies = [Path(cfg.output_dir) / sub_path.name] + ([KAGGLE_WORKING / sub_path.name]
                                                          if detect_env() == "kaggle" else [])
     for copy in copies:
         validate_submission(write_submission(test["id"], final, copy, layout), cfg.test_path)
@@ -283,5 +284,5 @@ def _run_inference(cfg: InferenceConfig, out_dir: Path) -> dict[str, Any]:
                      "first_ids": fallback["id"].astype(str).head(10).tolist(),
                      "file": "fallback_rows.csv" if len(fallback) else None},
     }
-    write_json(summary, out_dir / METRICS)
+    write_json(summary, stage.metrics_file)
     return summary

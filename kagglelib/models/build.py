@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.io import comma_list
+from ..core.io import comma_list, folder_sha256
 from ..core.paths import REPO_ROOT, minilm_dir, model_search_dirs
 from ..data.text import LABEL_TOKENS
 from .device import TORCH_DTYPES, attention_impl, local_rank, resolve_precision
@@ -52,6 +52,20 @@ def _search_dirs_for(name: str) -> list[Path]:
     return found
 
 
+def one_model_folder(name: str, found: list[Path]) -> Path:
+    """The folder ``name`` stands for: the one found (the same folder may be found by several roots), or several
+    with the same content; folders of that name with other contents (two attached versions or datasets) are an
+    error, never a silent pick: a LoRA adapter on another base predicts wrongly without a word."""
+    folders: list[Path] = []
+    for p in found:   # the first path seen of each folder
+        if all(p.resolve() != q.resolve() for q in folders):
+            folders.append(p)
+    if len(folders) > 1 and len({folder_sha256(p) for p in folders}) > 1:   # hashed only when ambiguous
+        raise ValueError(f"backbone {name!r}: {len(folders)} model folders of that name with different contents "
+                         f"{[str(p) for p in folders]}; pass the folder's path as the backbone (or detach the others)")
+    return folders[0]
+
+
 def resolve_backbone(name: str, allow_download: bool = False) -> str:
     """Local folder with the weights, or the hub id when downloading is allowed; else a clear error.
 
@@ -66,7 +80,7 @@ def resolve_backbone(name: str, allow_download: bool = False) -> str:
     tried = [str(Path(name).expanduser())] + [str(d) for d in model_search_dirs()]
     found = _search_dirs_for(name)
     if found:
-        return str(found[0])
+        return str(one_model_folder(name, found))
     if "/" in name and not name.startswith(("/", ".")):
         try:
             from huggingface_hub import snapshot_download

@@ -23,11 +23,11 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ..core.io import atomic_path, read_json, write_json
+from ..core.io import atomic_path, folder_sha256, read_json, write_json
 from ..core.paths import minilm_dir
 from ..data.features import pair_forms
 from ..data.text import head_tail_text, join_turns
-from ..run.layout import MODEL_DIR
+from ..run.names import RunPaths
 from .build import resolve_backbone
 
 SIDES = ("p", "a", "b")
@@ -80,9 +80,8 @@ def padded(wins: list[list[int]], idx: Sequence[int]) -> tuple[Any, Any]:
 
 def store_dir(cache_dir: str | Path, model_dir: Path, window_tokens: int, max_windows: int, max_chars: int,
               layer: int = -1) -> Path:
-    """Cache folder of one encoder (by its weights file's size and name) and window settings."""
-    weights = model_dir / "model.safetensors"
-    ident = f"{model_dir.name}-{weights.stat().st_size if weights.exists() else 0}"
+    """Cache folder of one encoder (by content: its weights, config and tokenizer files) and window settings."""
+    ident = folder_sha256(model_dir)
     tag = hashlib.sha1(f"{ident}|{window_tokens}|{max_windows}|{max_chars}|{layer}".encode()).hexdigest()[:12]
     return Path(cache_dir) / f"chunked_{tag}"
 
@@ -441,7 +440,7 @@ def encoder_folder(backbone: str) -> Path:
 
 def load_predictor(run_dir: str | Path, cache_dir: str | Path | None = None) -> Any:
     """Predictor of a saved pairwise run: the frozen encoder reads each text once, the fold heads are averaged."""
-    state, heads, comps = load_heads(Path(run_dir) / MODEL_DIR)
+    state, heads, comps = load_heads(RunPaths(Path(run_dir)).model_dir)
     encoder = load_encoder(encoder_folder(state["backbone"]))
     emb_kw = {k: state[k] for k in ("window_tokens", "max_windows", "max_chars")}
     memory: dict[str, np.ndarray] = {}   # texts seen by this predictor (TTA and probes repeat them) are read once

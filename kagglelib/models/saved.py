@@ -8,11 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.io import read_json
 from ..core.paths import MINILM_PACKAGE
 from ..core.versions import warn_on_mismatch
 from ..data.text import TextConfig
-from ..run.layout import CONFIG, MODEL_DIR, RUN_INFO
+from ..run.folder import Run
 from .build import build_base, label_token_ids, load_tokenizer, replace_head, warn_8bit
 from .device import PRECISION_OF_DTYPE, local_rank, resolve_precision
 from .spec import ModelSpec, spec_from, text_config_from
@@ -86,26 +85,24 @@ def save_for_inference(model: nn.Module, tokenizer: Any, model_dir: str | Path, 
     return model_dir
 
 
-def load_for_inference(run_dir: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+def load_for_inference(run: Run | str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                        quantization: str | None = None, merge: bool = True) -> tuple[nn.Module, Any, TextConfig, str]:
     """Rebuild a saved run's model in eval mode: returns ``(model, tokenizer, text_cfg, task)``.
 
     LoRA runs need the original backbone weights (resolved as in training); full fine-tunes need only
     ``model/``. ``quantization`` ("4bit"/"8bit") overrides the training setting for LoRA runs;
-    ``merge`` folds LoRA into the weights (skipped when quantised).
+    ``merge`` folds LoRA into the weights (skipped when quantised). ``run``: a :class:`Run` or its folder.
     """
     from safetensors.torch import load_model
 
 
-    run_dir = Path(run_dir)
-    cfg = read_json(run_dir / CONFIG)
-    model_dir = run_dir / MODEL_DIR
+    run = run if isinstance(run, Run) else Run.at(run)
+    cfg, model_dir = run.config, run.model_dir
     if not model_dir.is_dir():
         raise FileNotFoundError(f"{model_dir} not found: the run has no saved model (did training finish?)")
-    info_path = run_dir / RUN_INFO   # the base model's name, so no stored absolute path is followed
-    info = read_json(info_path) if info_path.exists() else {}
+    info = run.info or {}   # the base model's name, so no stored absolute path is followed
     base_model = info.get("base_model")
-    warn_on_mismatch(run_dir, info)   # trained with another torch/transformers/peft/... than this machine's
+    warn_on_mismatch(run.path, info)   # trained with another torch/transformers/peft/... than this machine's
     if device is None:
         device = f"cuda:{local_rank()}" if torch.cuda.is_available() else "cpu"
     # Precision (and so the 4-bit compute dtype) follows the inference GPU, not the training one: an A100 bf16

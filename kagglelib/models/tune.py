@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.io import atomic_path
-from ..run.layout import MODEL_DIR
+from ..run.names import RunPaths
 from . import pairwise
 from .pairwise import PairInputs, SCALARS, padded, text_hash, text_windows
 
@@ -229,7 +229,7 @@ def load_predictor(run_dir: str | Path, cache_dir: str | Path | None = None) -> 
     """Predictor of a saved pairwise run; a tuned one (``tune="ffn"``) pools every token through each fold's block."""
     from safetensors.torch import load_file
 
-    model_dir = Path(run_dir) / MODEL_DIR
+    model_dir = RunPaths(Path(run_dir)).model_dir
     state, heads, comps = pairwise.load_heads(model_dir)
     if state.get("tune", "none") == "none":
         return pairwise.load_predictor(run_dir, cache_dir)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..core.io import read_json, write_csv, write_json
+from ..core.io import write_csv, write_json
 from ..core.versions import library_versions
 from ..data.folds import split_paths
 from ..data.frame import content_fingerprint, is_soft, prob_frame, rule_masks, soft_rows, targets
@@ -46,9 +46,3 @@ def write_run_info(run_dir: str | Path, kind: str, layout: str, source: dict[str
     info = {"format": 1, "kind": kind, "layout": layout, "submission_columns": SUBMISSION_COLUMNS[layout],
             "heldout_rule_flags": list(RULE_FLAGS), "provenance": source, "libraries": library_versions(), **extra}
     return write_json(info, Path(run_dir) / RUN_INFO)
-
-
-def read_run_info(run_dir: str | Path) -> dict[str, Any] | None:
-    """A run's ``run_info.json``, or None for a run made before runs recorded it."""
-    path = Path(run_dir) / RUN_INFO
-    return read_json(path) if path.exists() else None

@@ -1,7 +1,7 @@
-"""What the notebooks leave on disk: the artifact file names, in one place, and reading finished runs back.
+"""What the notebooks leave on disk, and finding and listing finished runs.
 
-A run folder ``<output_dir>/runs/<run_name>/`` holds ``CONFIG`` and ``METRICS``; a model run also holds its
-held-out predictions (``HELDOUT_FILES``: 02's OOF, 03/04's validation fold). Notebook 01 adds the
+A run folder ``<output_dir>/runs/<run_name>/`` holds ``CONFIG`` and ``METRICS`` (the names: :mod:`.names`); a model
+run also holds its held-out predictions (``HELDOUT_FILES``: 02's OOF, 03/04's validation fold). Notebook 01 adds the
 ``EDA_FIGURES``; notebook 06 writes the ablation files into ``<output_dir>/ABLATION_DIR/``, which
 ``report.py`` reads back for the README.
 """
@@ -15,18 +15,12 @@ import pandas as pd
 from ..core.io import comma_list, read_csv_table
 from ..core.paths import KAGGLE_INPUT
 from ..data.frame import WINNER_COLUMNS
+# The run folder's file names live in .names; re-exported here for the notebooks and tests that import them.
+from .names import (CONFIG, HELDOUT_FILES, LOSS_CURVE, METRICS, MODEL_DIR, OOF, PREDICTOR, RUN_INFO,  # noqa: F401
+                    SUBMISSION, TEST_PREDS, VALID_PREDS, RunPaths)
 from .store import RunError, manifest_hash, verify_run
 
 
-CONFIG = "config.json"
-METRICS = "metrics.json"
-OOF, VALID_PREDS = "oof.csv", "valid_preds.csv"
-MODEL_DIR = "model"                 # 03/04: the saved adapter + head, or full weights, with the tokenizer
-LOSS_CURVE = "loss_curve.png"       # 03/04
-PREDICTOR = "predictor.json"        # 02: how to rebuild its predictor from the folder (featurizer, fold models)
-TEST_PREDS = "test_preds.csv"       # 02: the test file's probabilities
-SUBMISSION = "submission.csv"       # 02 and 05
-HELDOUT_FILES = (OOF, VALID_PREDS)   # a run's held-out predictions: 02's OOF, 03/04's validation fold
 # Notebook 01 (eda.run_eda): one figure per section.
 EDA_FIGURES = {"label_balance": "label_balance.png", "lengths": "lengths.png", "verbosity_bias": "verbosity_bias.png",
                "tie_vs_similarity": "tie_vs_similarity.png", "model_win_rates": "model_win_rates.png"}
@@ -42,7 +36,7 @@ ABLATION_FIGURES = {"ablation": "ablation_log_loss.png", "reliability": "reliabi
 
 def heldout_file(run_dir: str | Path) -> Path | None:
     """The run's held-out predictions file (``oof.csv`` or ``valid_preds.csv``), or None."""
-    return next((Path(run_dir) / n for n in HELDOUT_FILES if (Path(run_dir) / n).exists()), None)
+    return RunPaths(Path(run_dir)).heldout_file
 
 
 def heldout_predictions(run_dir: Path) -> pd.DataFrame | None:
@@ -85,7 +79,6 @@ def list_runs(output_dir: str | Path, include: str = "", exclude: str = "") -> l
     return runs
 
 
-RUN_INFO = "run_info.json"
 RULE_FLAGS = ("identical", "empty_a", "empty_b")   # ensemble.rule_masks, stored per held-out row
 SUBMISSION_COLUMNS = {"kaggle": ["id", "winner_model_a", "winner_model_b", "winner_tie"], "wsdm": ["id", "winner"]}
 

@@ -1,9 +1,10 @@
 """A run folder is one consistent unit: written in a staging folder, committed by rename, sealed by a manifest.
 
-Writers (02 baseline, 03/04 training, 05 inference) use :func:`staged_run`::
+Writers (01 EDA, 02 baseline, 03/04 training, 05 inference, 06's TTA twin) call
+:meth:`kagglelib.run.folder.Run.create`, which is :func:`staged_run`::
 
-    with staged_run(output_dir, run_name) as stage:
-        ...write every artifact under stage.path...
+    with Run.create(output_dir, run_name) as stage:
+        ...write every artifact at its place under stage.path (stage.config_file, stage.oof_file, ...)...
 
 which takes ``runs/.<name>.lock`` (pid, host, time; a second writer of the same run stops with an error
 naming the holder; a lock left by a dead process on this host is taken over, with a warning), writes into
@@ -22,7 +23,6 @@ editors' and file managers' litter: neither is in the manifest.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..core.checks import check_run_name
-from ..core.io import read_json, write_json
+from ..core.io import file_sha256, read_json, write_json
+from .names import CONFIG, MANIFEST, RunFiles
 
 
 log = logging.getLogger(__name__)
-MANIFEST = "manifest.json"
 # config_class -> notebook; "GemmaTrainConfig" is DecoderTrainConfig's name in runs saved before the rename.
 NOTEBOOK_OF = {"BaselineConfig": "02_baseline", "DecoderTrainConfig": "03_train_gemma_lora",
                "GemmaTrainConfig": "03_train_gemma_lora",
@@ -115,15 +115,6 @@ def run_lock(output_dir: str | Path, run_name: str) -> Iterator[Path]:
         lock.unlink(missing_ok=True)
 
 
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def files_sha256(spec: str | Path) -> list[str]:
     """sha256 of a data file, or of each file of a comma-separated list (a missing one counts by its name)."""
     names = [str(spec)] if Path(spec).is_file() else [t.strip() for t in str(spec).split(",") if t.strip()]
@@ -168,7 +159,7 @@ def verify_run(run_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         notebook = "the notebook that made it"
         try:
-            notebook = NOTEBOOK_OF.get(read_json(run_dir / "config.json").get("config_class"), notebook)
+            notebook = NOTEBOOK_OF.get(read_json(run_dir / CONFIG).get("config_class"), notebook)
         except (OSError, ValueError):
             pass
         raise RunError(f"run {run_dir}: no {MANIFEST}, so it cannot be checked for completeness (made by an older "
@@ -191,9 +182,15 @@ def verify_run(run_dir: str | Path) -> dict[str, Any]:
     return read_json(path)
 
 
+def committed_files(run_dir: str | Path) -> list[str]:
+    """Every file of a checked run (:func:`verify_run`), its manifest last: what a copy of the run must hold."""
+    return [*verify_run(run_dir)["files"], MANIFEST]
+
+
 @dataclass
-class Staging:
-    """Where a writer puts the run (``path``), where it lands (``final``), and whether to commit it."""
+class Staging(RunFiles):
+    """Where a writer puts the run (``path``, with each artifact's place: :class:`~.names.RunFiles`), where it lands
+    (``final``), and whether to commit it."""
 
     path: Path
     final: Path

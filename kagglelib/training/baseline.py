@@ -30,9 +30,9 @@ from ..models import pairwise
 from ..models.tabular import clip_z, logreg_state, signed_log, symmetric_predict
 from ..run.config import RunConfig, save_config
 from ..run.info import provenance, write_heldout, write_run_info
-from ..run.layout import METRICS, OOF, PREDICTOR, SUBMISSION, TEST_PREDS
 from ..run.preflight import check_one_hot_folds
-from ..run.store import staged_run
+from ..run.folder import Run
+from ..run.store import Staging
 from ..scoring.calibration import apply_temperature, crossfit_temperature, fit_temperature
 from ..scoring.metrics import ab_accuracy, accuracy, log_loss, prior_probs, summarise
 from ..scoring.plots import feature_importance, reliability_per_class
@@ -287,13 +287,14 @@ def run_baseline(cfg: BaselineConfig) -> dict[str, Any]:
 
     The run is written in a staging folder and committed atomically with its manifest (:mod:`kagglelib.runs`).
     """
-    with staged_run(cfg.output_dir, cfg.run_name) as stage:
-        out = _run_baseline(cfg, stage.path)
+    with Run.create(cfg.output_dir, cfg.run_name) as stage:
+        out = _run_baseline(cfg, stage)
     return {**out, "run_dir": stage.final}
 
 
-def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
+def _run_baseline(cfg: BaselineConfig, stage: Staging) -> dict[str, Any]:
     start = time.monotonic()
+    run_dir = stage.path
     save_config(cfg, run_dir, notebook="02_baseline")
     loaded = load_training(cfg.train_path)   # one file, or several de-duplicated across files
     layout = loaded.attrs["load_report"].layout   # "wsdm": A/B-only labels, submission id,winner
@@ -356,10 +357,10 @@ def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
     m["seconds_features"] = seconds_features
 
     # Soft rows keep their OOF predictions, flagged, so blends can leave them out.
-    oof_df = write_heldout(run_dir / OOF, *((train_all, oof_all, folds_all) if soft else (train, oof_cal, folds)))
+    oof_df = write_heldout(stage.oof_file, *((train_all, oof_all, folds_all) if soft else (train, oof_cal, folds)))
     test_df = prob_frame(test["id"], test_cal)
-    write_csv(test_df, run_dir / TEST_PREDS)
-    sub_path = write_submission(test["id"], test_cal, run_dir / SUBMISSION, layout)
+    write_csv(test_df, stage.test_preds_file)
+    sub_path = write_submission(test["id"], test_cal, stage.submission_file, layout)
     validate_submission(sub_path, cfg.test_path)
     importance = main.importance if main.importance is not None else pd.Series(dtype=float)
     write_csv(importance.rename_axis("feature").reset_index(name="importance"), run_dir / "feature_importance.csv")
@@ -374,7 +375,7 @@ def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
     for f in figures.values():  # closed so a notebook shows each once, when it displays the returned figure
         plt.close(f)
     m["seconds"] = time.monotonic() - start
-    write_json(m, run_dir / METRICS)
+    write_json(m, stage.metrics_file)
     # Everything 05 needs to predict new rows from this folder alone (no train file, no stored path followed).
     write_json({"format": 1, "model": cfg.model, "featurizer": "featurizer", "temperature": temperature,
                 "folds": sorted(p.name for p in run_dir.glob("lgbm_fold*.txt")) if cfg.model == "lgbm"
@@ -382,7 +383,7 @@ def _run_baseline(cfg: BaselineConfig, run_dir: Path) -> dict[str, Any]:
                 "chunked_embeddings": ({**pairwise.CHUNKED_SETTINGS, "components": "components.npy"}
                                        if cfg.embedding_components else None),
                 "feature_columns": list(feats.columns), "embeddings": EMBEDDING_SETTINGS if cfg.use_embeddings else None},
-               run_dir / PREDICTOR)
+               stage.predictor_file)
     write_run_info(run_dir, "baseline", layout, {**provenance(loaded, cfg.train_path),
                                                  "max_train_rows": cfg.max_train_rows, "seed": cfg.seed},
                    packages=[EMBEDDING_SETTINGS["package"]] if cfg.use_embeddings or cfg.embedding_components else [])

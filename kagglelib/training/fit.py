@@ -37,9 +37,10 @@ from ..models.saved import inference_needs, save_for_inference, save_pissa_init
 from ..models.spec import spec_from
 from ..run.config import save_config
 from ..run.info import write_heldout, write_run_info
-from ..run.layout import LOSS_CURVE, METRICS, MODEL_DIR, OOF, RUN_INFO, VALID_PREDS
 from ..run.preflight import check_training_rows, check_unique_ids
-from ..run.store import files_sha256, runs_root, same_state, staged_run, work_dir, write_state
+from ..run.folder import Run
+from ..run.names import RunPaths
+from ..run.store import files_sha256, runs_root, same_state, work_dir, write_state
 from ..scoring.metrics import log_loss, prior_probs, summarise
 from ..scoring.plots import loss_curve
 from .config import TrainConfig, config_from_json, fold_list
@@ -65,9 +66,9 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None,
     df, folds = arena_with_folds(cfg)   # checked before any model loads: what would fail after the last fold
     check_training_rows(cfg, df, folds, fold_list(cfg))
     if getattr(cfg, "method", "finetune") == "pairwise":   # frozen encoder + head: every fold, no Trainer
-        with staged_run(cfg.output_dir, cfg.run_name) as stage:
+        with Run.create(cfg.output_dir, cfg.run_name) as stage:
             return train_pairwise(cfg, stage.path, df, folds)
-    with staged_run(cfg.output_dir, cfg.run_name, main_process) as stage:
+    with Run.create(cfg.output_dir, cfg.run_name, main_process) as stage:
         if cfg.folds:
             out = train_folds(cfg, stage.path, callbacks, interrupt_at_step)
         else:
@@ -177,17 +178,18 @@ def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | N
     }
     out["beats_prior"] = bool(out["valid_log_loss"] < out["prior_log_loss"])
     if main:
-        write_heldout(run_dir / VALID_PREDS, splits.valid_df, probs, splits.valid_df["fold"].to_numpy())
-        save_for_inference(trainer.model, tokenizer, run_dir / MODEL_DIR, pissa_init)
+        files = RunPaths(run_dir)
+        write_heldout(files.valid_preds_file, splits.valid_df, probs, splits.valid_df["fold"].to_numpy())
+        save_for_inference(trainer.model, tokenizer, files.model_dir, pissa_init)
         write_run_info(run_dir, "transformer", splits.layout, splits.source, **inference_needs(spec))
         title = f"{cfg.run_name}: {cfg.backbone} ({cfg.task})" + ("  [SMOKE: random tiny model, not a result]"
                                                                   if cfg.smoke else "")
         import matplotlib.pyplot as plt
 
         fig = loss_curve(train_hist, eval_hist, out["prior_log_loss"], title)
-        save_figure(fig, run_dir / LOSS_CURVE)
+        save_figure(fig, files.loss_curve_file)
         plt.close(fig)
-        write_json(out, run_dir / METRICS)
+        write_json(out, files.metrics_file)
         if cfg.keep_checkpoints and ckpt_dir.is_dir():   # kept in the run, outside its manifest
             shutil.move(str(ckpt_dir), str(run_dir / "checkpoints"))
         shutil.rmtree(work, ignore_errors=True)
@@ -215,11 +217,11 @@ def train_folds(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback
         done_dir = work / f"fold{k}"
         # A finished fold of this generation (same settings and train content): from an interrupted call, or
         # in the committed run (a rerun, or "all" after "0,1"); its state.json says which generation it is.
-        reuse = [d for d in (done_dir, runs_root(cfg.output_dir) / cfg.run_name / f"fold{k}")
-                 if (d / METRICS).exists() and same_state(d, resume_state(sub))]
+        reuse = [d for d in (done_dir, RunPaths(runs_root(cfg.output_dir) / cfg.run_name).fold(k).path)
+                 if RunPaths(d).metrics_file.exists() and same_state(d, resume_state(sub))]
         if reuse:
             log.info("fold %d: reusing the finished model in %s", k, reuse[0])
-            per_fold.append(read_json(reuse[0] / METRICS))
+            per_fold.append(read_json(RunPaths(reuse[0]).metrics_file))
             source[k] = reuse[0]
             continue
         partial = work / f".fold{k}.partial"
@@ -238,10 +240,11 @@ def train_folds(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback
         source[k] = done_dir
     if not main:   # other DDP ranks write nothing
         return per_fold[-1]
+    files = RunPaths(run_dir)
     for k in ks:
-        shutil.copytree(source[k], run_dir / f"fold{k}")
-    save_config(cfg, run_dir, smoke=cfg.smoke, fold_dirs=[f"fold{k}" for k in ks])
-    shutil.copy2(run_dir / f"fold{ks[0]}" / RUN_INFO, run_dir / RUN_INFO)   # same layout and needs
+        shutil.copytree(source[k], files.fold(k).path)
+    save_config(cfg, run_dir, smoke=cfg.smoke, fold_dirs=[files.fold(k).path.name for k in ks])
+    shutil.copy2(files.fold(ks[0]).info_file, files.info_file)   # same layout and needs
     df, folds = arena_with_folds(cfg)
     oof = oof_table(run_dir, ks, df)
     probs = oof[list(WINNER_COLUMNS)].to_numpy(dtype=np.float64)
@@ -260,14 +263,14 @@ def train_folds(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback
         "fold_seconds_total": round(sum(float(o.get("seconds") or 0) for o in per_fold), 2),
     }
     out["beats_prior"] = bool(out["valid_log_loss"] < out["prior_log_loss"])
-    write_heldout(run_dir / OOF, rows, probs, oof["fold"].to_numpy())
-    write_json(out, run_dir / METRICS)
+    write_heldout(files.oof_file, rows, probs, oof["fold"].to_numpy())
+    write_json(out, files.metrics_file)
     return out
 
 def oof_table(run_dir: Path, ks: list[int], df: pd.DataFrame) -> pd.DataFrame:
     """The folds' held-out predictions (``fold<k>/valid_preds.csv``, ids read back as text) in train-file order."""
     check_unique_ids(df, "train data", "the out-of-fold table is built by id")
-    oof = pd.concat([read_csv_table(run_dir / f"fold{k}" / VALID_PREDS) for k in ks], ignore_index=True)
+    oof = pd.concat([read_csv_table(RunPaths(run_dir).fold(k).valid_preds_file) for k in ks], ignore_index=True)
     position = pd.Series(np.arange(len(df)), index=df["id"].astype(str))
     return oof.iloc[np.argsort(position.loc[oof["id"]].to_numpy(), kind="stable")].reset_index(drop=True)
 

@@ -16,10 +16,10 @@ from ..data.load import load_arena
 from ..data.text import INSTRUCTION, encode_pairs
 from ..models.forward import pad_batch
 from ..models.spec import text_config_from
-from ..run.config import load_config
-from ..run.info import provenance, read_run_info
-from ..run.layout import find_run, heldout_file, read_predictions
-from ..run.store import file_sha256, files_sha256, manifest_hash
+from ..run.folder import Run
+from ..run.info import provenance
+from ..run.layout import read_predictions
+from ..run.store import file_sha256, files_sha256
 from .config import TrainConfig
 
 
@@ -72,7 +72,7 @@ def teacher_identity(cfg: TrainConfig) -> str:
     source = Path(cfg.teacher).expanduser()
     if source.is_file():
         return f"file:{file_sha256(source)}"
-    return f"run:{manifest_hash(find_run(cfg.teacher, cfg.output_dir))}"
+    return f"run:{Run.open(cfg.teacher, cfg.output_dir).identity}"
 
 
 def load_teacher(cfg: TrainConfig, df: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
@@ -87,11 +87,11 @@ def load_teacher(cfg: TrainConfig, df: pd.DataFrame, rows: np.ndarray) -> np.nda
     if source.is_file():
         table, record, what = read_predictions(str(source)), None, f"teacher file {source}"
     else:
-        run = find_run(cfg.teacher, cfg.output_dir)
-        path = heldout_file(run)
+        run = Run.open(cfg.teacher, cfg.output_dir)
+        path = run.heldout_file
         if path is None:
-            raise FileNotFoundError(f"teacher run {run} has no oof.csv or valid_preds.csv")
-        table, record, what = read_predictions(str(path)), load_config(run), f"teacher run {run} ({path.name})"
+            raise FileNotFoundError(f"teacher run {run.path} has no oof.csv or valid_preds.csv")
+        table, record, what = read_predictions(str(path)), run.config, f"teacher run {run.path} ({path.name})"
     if table.index.duplicated().any():
         raise ValueError(f"{what}: duplicate ids, e.g. {table.index[table.index.duplicated()][0]!r}")
     ids = df["id"].astype(str).to_numpy()[rows]
@@ -102,7 +102,7 @@ def load_teacher(cfg: TrainConfig, df: pd.DataFrame, rows: np.ndarray) -> np.nda
                              "use a teacher run, or set teacher_other_data=True if the teacher never trained on "
                              "these rows")
         # Same training rows: by content when the run recorded it (runs travel between machines), else by path.
-        recorded = ((read_run_info(run) or {}).get("provenance") or {}).get("content_fingerprint")
+        recorded = run.provenance.get("content_fingerprint")
         same = recorded == content_fingerprint(df) if recorded else \
             [Path(p).resolve() for p in split_paths(record.get("train_path", ""))] == \
             [Path(p).resolve() for p in split_paths(cfg.train_path)]

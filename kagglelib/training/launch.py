@@ -77,7 +77,7 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None,
     if layout.processes == 1:
         return train_here(cfg, callbacks, interrupt_at_step)
     with tempfile.TemporaryDirectory(prefix="kagglelib-launch-") as tmp:
-        path = Path(tmp) / "config.json"
+        path = Path(tmp) / "train_config.json"   # the --config file of the ranks (not a run folder)
         path.write_text(json.dumps({**dataclasses.asdict(cfg), "config_class": type(cfg).__name__}))
         report = str(Path(tmp) / "report_{rank}.json")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_PARENT),

@@ -24,7 +24,7 @@ from ..data.frame import is_soft, soft_rows, targets as target_probs
 from ..models import pairwise, tune
 from ..run.config import save_config
 from ..run.info import provenance, write_heldout, write_run_info
-from ..run.layout import LOSS_CURVE, METRICS, MODEL_DIR, OOF
+from ..run.names import RunPaths
 from ..scoring import metrics
 from .tune import Sides, TuneConfig, predict_rows, tune_fold
 
@@ -198,19 +198,20 @@ def train_pairwise(cfg: Any, run_dir: Path, df: pd.DataFrame, folds: np.ndarray)
     }
     out["beats_prior"] = bool(out["valid_log_loss"] < out["prior_log_loss"])
     save_config(cfg, run_dir, smoke=cfg.smoke)
-    write_heldout(run_dir / OOF, df, oof, folds)
-    pairwise.save_heads(run_dir / MODEL_DIR, res["heads"], head, res["components"],
+    files = RunPaths(run_dir)
+    write_heldout(files.oof_file, df, oof, folds)
+    pairwise.save_heads(files.model_dir, res["heads"], head, res["components"],
                         {"backbone": cfg.backbone, "emb_scale": cfg.pairwise_emb_scale, "tta": cfg.pairwise_tta,
                          "tune": cfg.pairwise_tune, **emb_kw})
     if tuned is not None:
-        tune.save_blocks(run_dir / MODEL_DIR, tuned["ffns"])
+        tune.save_blocks(files.model_dir, tuned["ffns"])
         out["seconds_token_states"] = tuned["seconds_token_states"]
     needs = {"packages": [PACKAGE] if cfg.backbone == "minilm" else [], "base_model": None}
     write_run_info(run_dir, "pairwise", layout, provenance(df, cfg.train_path), **needs)
     fig = inner_plot(res["inner_scores"], out["prior_log_loss"],
                      f"{cfg.run_name}: {cfg.backbone} pairwise head, inner CV per fold")
-    save_figure(fig, run_dir / LOSS_CURVE)
+    save_figure(fig, files.loss_curve_file)
     plt.close(fig)
     out["seconds"] = round(time.monotonic() - t0, 2)
-    write_json(out, run_dir / METRICS)
+    write_json(out, files.metrics_file)
     return out
