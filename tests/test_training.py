@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from kagglelib.models.build import label_token_ids
 from kagglelib.models.forward import predict_probs
 from kagglelib.models.saved import load_for_inference
+from kagglelib.run.config import make_config
 from kagglelib.training.config import DecoderTrainConfig, EncoderTrainConfig
 from kagglelib.training.fit import train
 from kagglelib.core.io import read_json
@@ -30,7 +31,7 @@ SMALL = dict(profile="cpu-sample", max_train_rows=32, max_valid_rows=16, max_len
 
 
 def gemma_cfg(tmp_path, run_name, **kw) -> DecoderTrainConfig:
-    return DecoderTrainConfig(output_dir=str(tmp_path), run_name=run_name,
+    return make_config(DecoderTrainConfig, output_dir=str(tmp_path), run_name=run_name,
                                      **{**SMALL, "max_steps": 4, "eval_steps": 2, "save_steps": 2, **kw})
 
 
@@ -91,7 +92,7 @@ def test_run_folder_contract(resumed):
 @pytest.mark.slow
 def test_overfits_32_rows(tmp_path):
     """One 32-row batch, full fine-tuning of the (dropout-free) tiny Gemma-2: training loss goes to ~0."""
-    cfg = DecoderTrainConfig(
+    cfg = make_config(DecoderTrainConfig, 
         output_dir=str(tmp_path), run_name="overfit", **{**SMALL, "use_lora": False, "head_layers": 1,
                                                          "head_dropout": 0.0, "batch_size": 32, "max_steps": 40,
                                                          "lr": 3e-3, "head_lr": 3e-3, "warmup_ratio": 0.0,
@@ -130,11 +131,11 @@ def test_early_stopping_keeps_the_best_evaluation(tmp_path, ema_decay):
 
 def test_config_errors(tmp_path):
     with pytest.raises(ValueError, match="fold"):
-        DecoderTrainConfig(output_dir=str(tmp_path), fold=7)
+        make_config(DecoderTrainConfig, output_dir=str(tmp_path), fold=7)
     with pytest.raises(ValueError, match="swap_aug"):
-        DecoderTrainConfig(output_dir=str(tmp_path), swap_aug="sometimes")
+        make_config(DecoderTrainConfig, output_dir=str(tmp_path), swap_aug="sometimes")
     with pytest.raises(ValueError, match="quantization"):
-        EncoderTrainConfig(output_dir=str(tmp_path), quantization="4bit", use_lora=False)
+        make_config(EncoderTrainConfig, output_dir=str(tmp_path), quantization="4bit", use_lora=False)
 
 
 def _free_port() -> int:

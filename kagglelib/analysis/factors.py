@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.io import read_json
-from ..run.config import METADATA_KEYS
+from ..run.config import METADATA_KEYS, make_config
 from ..run.layout import CONFIG, heldout_predictions, labels_and_probs
 from ..scoring import metrics
 from ..training.config import CONFIG_CLASSES
@@ -58,7 +58,7 @@ def train_variants(output_dir: str | Path, reference: str, factors: str) -> list
         unknown = sorted(set(over) - set(base))
         if unknown:
             raise ValueError(f"factors: {unknown} are not settings of {reference}'s {cls.__name__}")
-        cfg = cls(**{**base, **over, "run_name": variant_name(reference, over), "progress": False})
+        cfg = make_config(cls, **{**base, **over, "run_name": variant_name(reference, over), "progress": False})
         train(cfg)
         dirs.append(cfg.run_dir)
     return dirs
