@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -114,10 +113,9 @@ def load_for_inference(run_dir: str | Path, device: str | torch.device | None = 
     # run re-quantised for a T4 computes in fp16. A saved PiSSA adapter is plain LoRA (see _save_pissa_as_lora).
     precision = PRECISION_OF_DTYPE[dtype] if dtype is not None else resolve_precision("auto", device)
     # A quantisation override applies to LoRA bases only (full fine-tunes load as saved).
-    saved = part_of(ModelSpec, cfg)
-    spec = dataclasses.replace(saved, quantization=quantization if quantization and saved.use_lora
-                               else saved.quantization, precision=precision, lora_init="default",
-                               backbone=base_model or saved.backbone)
+    override = {"quantization": quantization} if quantization and cfg.get("use_lora") else {}
+    spec = part_of(ModelSpec, {**cfg, **override, "precision": precision, "lora_init": "default",
+                               **({"backbone": base_model} if base_model else {})})
     if spec.quantization == "8bit":
         warn_8bit()
     tokenizer = load_tokenizer(str(model_dir), spec.task)

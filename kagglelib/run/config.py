@@ -124,14 +124,15 @@ def config_parts(cls: type) -> dict[str, type]:
 
 
 def parameter_names(cls: type) -> dict[str, str]:
-    """Every flat parameter name of config class ``cls`` -> the part holding it ("" = a field of ``cls`` itself)."""
+    """Every flat parameter name of config class ``cls`` -> the part holding it ("" = a field of ``cls`` itself), in
+    field order with each part's fields in its place."""
     parts = config_parts(cls)
-    names = {f.name: "" for f in dataclasses.fields(cls) if f.name not in parts}
-    for part, part_cls in parts.items():
-        for f in dataclasses.fields(part_cls):
-            if f.name in names:   # one flat name, two fields: a developer's error, found by any test building cls
-                raise TypeError(f"{cls.__name__}: {f.name!r} is a field of both {cls.__name__} and its part {part!r}")
-            names[f.name] = part
+    names: dict[str, str] = {}
+    for f in dataclasses.fields(cls):
+        for name in [g.name for g in dataclasses.fields(parts[f.name])] if f.name in parts else [f.name]:
+            if name in names:   # one flat name, two fields: a developer's error, found by any test building cls
+                raise TypeError(f"{cls.__name__}: parameter {name!r} is declared twice (in a part and beside it)")
+            names[name] = f.name if f.name in parts else ""
     return names
 
 
