@@ -42,7 +42,11 @@ P = TypeVar("P")
 
 @dataclass
 class RunConfig:
-    """Parameters every notebook shares (the contract): data, outputs, run name, profile."""
+    """Parameters every notebook shares (the contract): data, outputs, run name, profile.
+
+    Build a config with :func:`make_config` (or :func:`from_params` in a notebook): the constructor takes the values
+    as given and applies no profile table (its defaults are cpu-sample's).
+    """
 
     train_path: str = ""            # "" = the competition train.csv on Kaggle, else the bundled sample
     test_path: str = ""             # "" = the competition test.csv on Kaggle, else the bundled sample
@@ -136,9 +140,14 @@ def parameter_names(cls: type) -> dict[str, str]:
     return names
 
 
-def _unknown(cls: type, name: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(name, names, n=1, cutoff=MISSPELLING_CUTOFF)
-    return f"{cls.__name__}: unknown parameter {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+def _unknown(cls: type, name: str, close: str | None) -> str:
+    return f"{cls.__name__}: unknown parameter {name!r}" + (f"; did you mean {close!r}?" if close else "")
+
+
+def _closest(name: str, names: dict[str, str]) -> str | None:
+    """The parameter ``name`` looks like a misspelling of, if any."""
+    close = difflib.get_close_matches(name, list(names), n=1, cutoff=MISSPELLING_CUTOFF)
+    return close[0] if close else None
 
 
 def make_config(cls: type[T], **values: Any) -> T:
@@ -150,7 +159,7 @@ def make_config(cls: type[T], **values: Any) -> T:
     names = parameter_names(cls)
     for name in values:
         if name not in names:
-            raise ValueError(_unknown(cls, name, list(names)))
+            raise ValueError(_unknown(cls, name, _closest(name, names)))
     given = {k: v for k, v in values.items() if v is not None}
     profile = given.get("profile", cls.profile)
     if profile not in PROFILES:
@@ -172,10 +181,9 @@ def from_params(cls: type[T], namespace: dict[str, Any]) -> T:
     """
     names = parameter_names(cls)
     for name, value in namespace.items():
-        if name not in names and looks_like_parameter(name, value):
-            message = _unknown(cls, name, list(names))
-            if "did you mean" in message:
-                raise ValueError(message)
+        close = _closest(name, names) if name not in names and looks_like_parameter(name, value) else None
+        if close:
+            raise ValueError(_unknown(cls, name, close))
     return make_config(cls, **{k: v for k, v in namespace.items() if k in names})
 
 
