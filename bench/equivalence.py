@@ -18,9 +18,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 RUNS = ("baseline", "encoder", "submission")
-# Keys whose values differ between two runs of the same code: timings, paths, creation times.
-VOLATILE = {"seconds", "created", "seconds_features", "peak_memory_mb", "fold_seconds_total", "run_dir", "submission",
-            "resumed_from", "checkpoint", "status"}
+# Keys whose values differ between two runs of the same code: timings, paths, creation times, run identities (the
+# manifest hash covers config.json, which records its creation time).
+VOLATILE = {"seconds", "created", "seconds_features", "seconds_embed", "identity", "peak_memory_mb", "fold_seconds_total",
+            "run_dir", "submission", "resumed_from", "checkpoint", "status"}
 
 
 def capture(out: Path) -> None:
