@@ -18,9 +18,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 RUNS = ("baseline", "encoder", "submission")
-# Keys whose values differ between two runs of the same code: timings, paths, creation times.
-VOLATILE = {"seconds", "created", "seconds_features", "peak_memory_mb", "fold_seconds_total", "run_dir", "submission",
-            "resumed_from", "checkpoint", "status"}
+# Keys whose values differ between two runs of the same code: timings, paths, creation times, run identities (the
+# manifest hash covers config.json, which records its creation time).
+VOLATILE = {"seconds", "created", "seconds_features", "seconds_embed", "identity", "peak_memory_mb", "fold_seconds_total",
+            "run_dir", "submission", "resumed_from", "checkpoint", "status"}
 
 
 def capture(out: Path) -> None:
@@ -29,6 +30,7 @@ def capture(out: Path) -> None:
 
     from kagglelib.inference.submit import InferenceConfig, run_inference
     from kagglelib.training.baseline import BaselineConfig, run_baseline
+    from kagglelib.run.config import make_config
     from kagglelib.training.config import EncoderTrainConfig
     from kagglelib.training.fit import train
 
@@ -36,7 +38,7 @@ def capture(out: Path) -> None:
     shutil.rmtree(out, ignore_errors=True)
     od = str(out / "outputs")
     run_baseline(BaselineConfig(output_dir=od, compare=False))
-    train(EncoderTrainConfig(output_dir=od, run_name="encoder", max_train_rows=64, max_valid_rows=48, max_steps=4,
+    train(make_config(EncoderTrainConfig, output_dir=od, run_name="encoder", max_train_rows=64, max_valid_rows=48, max_steps=4,
                              eval_steps=2, save_steps=2, max_length=128, progress=False))
     run_inference(InferenceConfig(output_dir=od, runs=["baseline", "encoder"]))
 

@@ -32,6 +32,7 @@ from kagglelib.run.layout import heldout_predictions, labels_and_probs
 from kagglelib.training.baseline import BaselineConfig, run_baseline
 from kagglelib.inference.submit import InferenceConfig, run_inference
 from kagglelib.core.paths import sample_paths
+from kagglelib.run.config import make_config
 from kagglelib.training.config import EncoderTrainConfig
 from kagglelib.training.fit import train
 
@@ -78,9 +79,9 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("THREADS", "2")))
     kw = {"profile": "cpu-sample", "output_dir": str(OUT), "progress": False, **overrides(sys.argv[1:])}
     res: dict = {"encoder_overrides": overrides(sys.argv[1:]), "baseline": baseline("baseline")}
-    train(EncoderTrainConfig(run_name="minilm_all", folds="all", **kw))
+    train(make_config(EncoderTrainConfig, run_name="minilm_all", folds="all", **kw))
     teacher = str(OUT / "runs" / "baseline")   # 02's out-of-fold predictions
-    train(EncoderTrainConfig(run_name="minilm_all_distill", folds="all", teacher=teacher, distill_alpha=0.5,
+    train(make_config(EncoderTrainConfig, run_name="minilm_all_distill", folds="all", teacher=teacher, distill_alpha=0.5,
                              distill_temperature=2.0, **kw))
     for run in ("baseline", "minilm_all", "minilm_all_distill"):
         res[run] = figure(run)

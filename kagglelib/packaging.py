@@ -35,7 +35,8 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from .core.io import comma_list, write_json, write_text
 from .core.paths import COMPETITIONS, DATASET_SLUG, REPO_ROOT, default_output_dir
 from .models.saved import inference_needs
-from .models.spec import spec_from
+from .models.spec import ModelSpec
+from .run.config import part_of
 from .run.folder import Run
 from .run.layout import find_run
 from .run.store import committed_files
@@ -79,7 +80,7 @@ def run_needs(run_dir: Path) -> dict:
         return {"packages": list(run.info.get("packages", [])), "base_model": run.info.get("base_model"),
                 "layout": run.layout}
     if run.model_dir.is_dir():   # an older transformer run: its needs follow from its config
-        return inference_needs(spec_from(run.config))
+        return inference_needs(part_of(ModelSpec, run.config))
     raise ValueError(f"{run_dir}: no run_info.json / predictor.json: an older baseline run that cannot predict "
                      "without its training file. Re-run 02 to make a self-contained run, then package it.")
 

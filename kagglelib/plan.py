@@ -30,14 +30,13 @@ import pandas as pd
 from .core.paths import REPO_ROOT, sample_paths
 from .data.folds import split_paths
 from .data.load import load_arena
-from .data.text import INSTRUCTION, encode_pairs
+from .data.text import INSTRUCTION, TextConfig, encode_pairs
 from .inference.submit import InferenceConfig
 from .models.build import load_tokenizer, lora_targets, resolve_backbone
 from .models.device import BF16_MIN_CAPABILITY, choose_attention, flash_attn_version, precision_for_capability, torch_version
 from .models.shape import (GIB, KNOWN_SHAPES, Shape, kbit_training_upcast_bytes, model_shape, resolve_quantization,
                            weight_bytes)
-from .models.spec import spec_from, text_config_from
-from .run.config import from_params
+from .run.config import flatten, from_params, make_config, part_of
 from .run.folder import Run
 from .run.layout import find_run
 from .training.baseline import BaselineConfig
@@ -267,9 +266,9 @@ def plan_training(cfg: Any, gpu_name: str | None = None, bench: dict[str, Any] |
 
     gpu_name = gpu_name or PROFILE_GPUS[cfg.profile]["train"]
     gpu, bench = GPUS[gpu_name], load_bench() if bench is None else bench
-    shape = model_shape(cfg.backbone)
-    spec, text_cfg = spec_from(cfg), text_config_from(cfg)
-    lengths, how = token_lengths(cfg.train_path, cfg.backbone, text_cfg, INSTRUCTION if cfg.task == "next_token" else "")
+    spec, text_cfg = cfg.model, cfg.text
+    shape = model_shape(spec.backbone)
+    lengths, how = token_lengths(cfg.train_path, spec.backbone, text_cfg, INSTRUCTION if spec.task == "next_token" else "")
     total, total_note = _n_rows(cfg.train_path, FULL_TRAIN_ROWS, cfg.profile)
     n_train = int(total * (cfg.n_folds - 1) / cfg.n_folds)
     n_train = min(n_train, cfg.max_train_rows) if cfg.max_train_rows else n_train
@@ -284,24 +283,24 @@ def plan_training(cfg: Any, gpu_name: str | None = None, bench: dict[str, Any] |
     rows_trained = steps * rows_per_step
     warmup = int(np.ceil(steps * cfg.warmup_ratio))
     evals = max(1, math.ceil(cfg.epochs)) if not cfg.eval_steps else max(1, steps // cfg.eval_steps)
-    precision, wbytes = _precision_bytes(cfg.precision, gpu)
-    attn = _attention(shape, cfg.attn_implementation, gpu)
+    precision, wbytes = _precision_bytes(spec.precision, gpu)
+    attn = _attention(shape, spec.attn_implementation, gpu)
     quant = spec.quantization
-    ckpt = bool(cfg.gradient_checkpointing or quant != "none")   # prepare_model_for_kbit_training checkpoints
+    ckpt = bool(spec.gradient_checkpointing or quant != "none")   # prepare_model_for_kbit_training checkpoints
     fwd = flops_per_row(shape, lengths, attention_factor(shape))
     # LoRA: forward + input gradients (2 forwards' worth); full fine-tuning adds weight gradients (3); +1 recompute.
     mult = (2.0 if spec.use_lora else 3.0) + (1.0 if ckpt else 0.0)
     train_flops = float(fwd.mean()) * mult * rows_trained
     eval_flops = float(fwd.mean()) * n_valid * evals
-    eff, eff_src = efficiency(gpu_name, model_key(cfg.backbone), train_mode(quant, spec.use_lora), precision, quant,
+    eff, eff_src = efficiency(gpu_name, model_key(spec.backbone), train_mode(quant, spec.use_lora), precision, quant,
                               bench)
     seconds = (train_flops + eval_flops) / (gpu.peak_flops * eff * layout.processes)
     # Memory: weights + trainable state (fp32 weight, grad, Adam m and v) + activations of the longest micro-batch.
-    longest = int(min(cfg.max_length, lengths.max()))
+    longest = int(min(text_cfg.max_length, lengths.max()))
     micro_rows = cfg.batch_size * (2 if cfg.swap_aug == "pair" else 1)
     if spec.use_lora:
         targets = lora_targets(spec, shape.model_type)
-        trainable = lora_params(shape, cfg.lora_r, targets) + shape.hidden * 3
+        trainable = lora_params(shape, spec.lora_r, targets) + shape.hidden * 3
         weights = weight_bytes(shape, quant, wbytes)
         upcast = kbit_training_upcast_bytes(shape, quant, wbytes)
     else:
@@ -312,13 +311,13 @@ def plan_training(cfg: Any, gpu_name: str | None = None, bench: dict[str, Any] |
     per_layer = layer_activation_bytes(shape, micro_rows, longest, attn)
     acts = (shape.layers * micro_rows * longest * shape.hidden * 2 + 2 * per_layer) if ckpt else shape.layers * per_layer
     peak = weights + upcast + state + acts + CUDA_OVERHEAD_GIB * GIB
-    plan = Plan(f"training {cfg.backbone} ({'LoRA r=%d' % cfg.lora_r if spec.use_lora else 'full fine-tune'}, "
+    plan = Plan(f"training {spec.backbone} ({'LoRA r=%d' % spec.lora_r if spec.use_lora else 'full fine-tune'}, "
                 f"{quant}, {precision}, profile {cfg.profile})", gpu_name)
     plan.rows.update({
         "model shape": f"{shape.layers} layers, hidden {shape.hidden}, {shape.linear_params / 1e9:.2f}B matrix + "
                        f"{shape.embed_params / 1e9:.2f}B embedding params [{shape.source}]",
         "token lengths": f"mean {lengths.mean():.0f}, p95 {np.percentile(lengths, 95):.0f}, max {lengths.max()} "
-                         f"(max_length {cfg.max_length}) [{how}]",
+                         f"(max_length {text_cfg.max_length}) [{how}]",
         "rows": f"train file {total_note}; {n_train:,} train x{2 if cfg.swap_aug != 'none' else 1} (swap {cfg.swap_aug})"
                 f" x {cfg.epochs} epoch(s) = {rows_trained:,.0f} rows seen ({rows_per_step} per step), {steps:,} steps "
                 f"(warmup {warmup}, {cfg.scheduler} decay); {n_valid:,} valid x {evals} eval(s)",
@@ -364,8 +363,8 @@ def _run_config(run: str, output_dir: str, profile: str) -> tuple[dict[str, Any]
         return {"config_class": "BaselineConfig"}, "not trained yet: feature model (02)"
     # On Kaggle the 9B is trained elsewhere (colab-a100) and only predicted here: plan that run.
     train_profile = "colab-a100" if (cls is DecoderTrainConfig and profile == "kaggle-t4") else profile
-    cfg = cls(profile=train_profile, run_name=run, output_dir=output_dir or "")
-    return {**dataclasses.asdict(cfg), "config_class": cls.__name__}, f"not trained yet: {cls.__name__} profile {train_profile}"
+    cfg = make_config(cls, profile=train_profile, run_name=run, output_dir=output_dir or "")
+    return {**flatten(cfg), "config_class": cls.__name__}, f"not trained yet: {cls.__name__} profile {train_profile}"
 
 
 def plan_inference(cfg: Any, gpu_name: str | None = None, bench: dict[str, Any] | None = None) -> Plan:
@@ -391,7 +390,7 @@ def plan_inference(cfg: Any, gpu_name: str | None = None, bench: dict[str, Any] 
         shape = model_shape(rc["backbone"])
         precision, wbytes = _precision_bytes(cfg.precision, gpu)
         quant = resolve_quantization(cfg.quantization, rc, shape, gpu.memory_gib * GIB, wbytes)
-        text_cfg = text_config_from(rc)
+        text_cfg = part_of(TextConfig, rc)
         lengths, how = token_lengths(cfg.train_path or rc.get("train_path", ""), rc["backbone"], text_cfg,
                                      INSTRUCTION if rc.get("task") == "next_token" else "")
         attn = _attention(shape, rc.get("attn_implementation", "auto"), gpu)

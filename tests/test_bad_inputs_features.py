@@ -66,9 +66,10 @@ def soft_csv(tmp: Path, name: str = "pseudo.csv", n: int = 12) -> Path:
 
 
 def train_cfg(tmp: Path, train: Path | str, **kw: Any):
+    from kagglelib.run.config import make_config
     from kagglelib.training.config import EncoderTrainConfig
 
-    return EncoderTrainConfig(train_path=str(train), test_path=str(SAMPLE_TEST), output_dir=str(tmp / "out"),
+    return make_config(EncoderTrainConfig, train_path=str(train), test_path=str(SAMPLE_TEST), output_dir=str(tmp / "out"),
                               backbone="tiny-deberta", profile="cpu-sample", progress=False, **kw)
 
 

@@ -141,7 +141,10 @@ def test_config_checks_and_profile_defaults(tmp_path) -> None:
     cfg = BaselineConfig(output_dir=str(tmp_path))
     assert cfg.run_name == "baseline" and cfg.n_estimators == 2000 and cfg.use_embeddings is False
     assert cfg.lgbm_params()["num_threads"] == 1
-    assert BaselineConfig(output_dir=str(tmp_path), profile="kaggle-t4").lgbm_params()["num_threads"] == 2
+    from kagglelib.run.config import make_config
+
+    gpu = make_config(BaselineConfig, output_dir=str(tmp_path), profile="kaggle-t4")
+    assert gpu.lgbm_params()["num_threads"] == 2
     with pytest.raises(ValueError, match="model"):
         BaselineConfig(output_dir=str(tmp_path), model="xgb")
 

@@ -18,7 +18,8 @@ from kagglelib.run.layout import CONFIG, EDA_FIGURES, METRICS
 from kagglelib.run.store import NOTEBOOK_OF
 from kagglelib.training.baseline import BaselineConfig
 from kagglelib.training.config import DecoderTrainConfig, EncoderTrainConfig, config_from_json
-from kagglelib.run.config import METADATA_KEYS, PROFILES, RunConfig, from_params, looks_like_parameter, save_config
+from kagglelib.run.config import (METADATA_KEYS, PROFILES, RunConfig, flatten, from_params, looks_like_parameter,
+                                  make_config, parameter_names, save_config)
 from kagglelib.data.features import text_stats
 from kagglelib.data.text import join_turns
 
@@ -101,24 +102,25 @@ CONFIGS = (EdaConfig, BaselineConfig, DecoderTrainConfig, EncoderTrainConfig,
 
 @pytest.mark.parametrize("cls", CONFIGS, ids=lambda c: c.__name__)
 def test_profile_tables_hold_only_what_differs(cls):
-    """A profile value is for a None field (else the dataclass default silently wins), is set by every profile, and
-    differs somewhere (a value the same in every profile belongs in the dataclass as its default)."""
+    """The dataclass defaults are cpu-sample's values; a GPU profile's table names parameters of the class and holds
+    only values that differ from the default (one the same as the default belongs nowhere); no default is a None
+    waiting for a profile to fill it."""
     table = cls.PROFILE_DEFAULTS
-    assert set(table) <= set(PROFILES)
-    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-    keys = set().union(*table.values()) if table else set()
-    for key in sorted(keys):
-        assert defaults[key] is None, f"{cls.__name__}.{key}: the profile value never applies (default {defaults[key]!r})"
-        values = [table.get(p, {}).get(key) for p in PROFILES]
-        assert None not in values, f"{cls.__name__}.{key}: not set by every profile"
-        assert len({json.dumps(v) for v in values}) > 1, f"{cls.__name__}.{key}: {values[0]!r} in every profile"
-    assert {k for k, v in defaults.items() if v is None} == keys, f"{cls.__name__}: None fields without a profile value"
+    assert set(table) <= set(PROFILES) - {"cpu-sample"}
+    defaults = flatten(cls())
+    assert not [k for k, v in defaults.items() if v is None], f"{cls.__name__}: None defaults"
+    for profile, values in table.items():
+        for key, value in values.items():
+            assert key in parameter_names(cls), f"{cls.__name__}: {profile} sets {key!r}, not a parameter"
+            assert json.dumps(value) != json.dumps(defaults[key]), f"{cls.__name__}.{key}: {profile} repeats the default"
+        built = flatten(make_config(cls, profile=profile))
+        assert all(built[k] == v for k, v in values.items()), f"{cls.__name__}: {profile}'s table not applied"
 
 
 def test_saved_training_config_reads_back_under_the_old_and_new_class_name(tmp_path):
-    cfg = DecoderTrainConfig(output_dir=str(tmp_path), lr=5e-3)
+    cfg = make_config(DecoderTrainConfig, output_dir=str(tmp_path), lr=5e-3)
     path = save_config(cfg, tmp_path, smoke=cfg.smoke, world_size=1)
-    saved, names = set(json.loads(path.read_text())), {f.name for f in dataclasses.fields(cfg)}
+    saved, names = set(json.loads(path.read_text())), set(parameter_names(DecoderTrainConfig))
     assert names <= saved and saved - names == {"config_class", "env", "host", "python", "created", "smoke", "world_size"}
     assert saved - names <= set(METADATA_KEYS)
     assert config_from_json(path) == cfg

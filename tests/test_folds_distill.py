@@ -14,6 +14,7 @@ from kagglelib.data.frame import WINNER_COLUMNS, is_soft, prob_frame, swap_probs
 from kagglelib.data.load import load_arena
 from kagglelib.training import fit as training_fit, inputs as training_inputs
 from kagglelib.scoring.metrics import log_loss
+from kagglelib.run.config import make_config
 from kagglelib.training.config import DecoderTrainConfig, EncoderTrainConfig, fold_list
 from kagglelib.training.fit import train
 from kagglelib.training.inputs import arena_with_folds, load_teacher
@@ -36,14 +37,14 @@ def _fake_run(root, name, train_path, table: pd.DataFrame, file: str = "oof.csv"
 
 @pytest.fixture(scope="module")
 def train_frame():
-    return arena_with_folds(EncoderTrainConfig(train_path=str(TRAIN)))
+    return arena_with_folds(make_config(EncoderTrainConfig, train_path=str(TRAIN)))
 
 
 def test_teacher_must_be_out_of_fold(tmp_path, train_frame):
     df, folds = train_frame
     probs = np.full((len(df), 3), 1 / 3)
     oof = prob_frame(df["id"], probs, fold=folds, label=df["label"].to_numpy())
-    cfg = lambda **kw: EncoderTrainConfig(output_dir=str(tmp_path), fold=1, **kw)  # noqa: E731
+    cfg = lambda **kw: make_config(EncoderTrainConfig, output_dir=str(tmp_path), fold=1, **kw)  # noqa: E731
     rows = np.flatnonzero(folds != 1)
     # a single-fold run's validation predictions: the other folds' rows were trained on, not held out
     _fake_run(tmp_path, "onefold", TRAIN, oof[oof["fold"] == 0], "valid_preds.csv")
@@ -81,18 +82,18 @@ def test_distill_loss_is_t2_kl_of_softened_distributions():
 
 
 def test_folds_parameter():
-    assert fold_list(EncoderTrainConfig(folds="all")) == [0, 1, 2, 3, 4]
-    assert fold_list(EncoderTrainConfig(folds="3, 1")) == [1, 3]
-    assert fold_list(EncoderTrainConfig(fold=2)) == [2]
+    assert fold_list(make_config(EncoderTrainConfig, folds="all")) == [0, 1, 2, 3, 4]
+    assert fold_list(make_config(EncoderTrainConfig, folds="3, 1")) == [1, 3]
+    assert fold_list(make_config(EncoderTrainConfig, fold=2)) == [2]
     with pytest.raises(ValueError, match="folds must be"):
-        EncoderTrainConfig(folds="7")
+        make_config(EncoderTrainConfig, folds="7")
 
 
 @pytest.fixture(scope="module")
 def all_folds(tmp_path_factory, one_torch_thread):
     """A tiny Gemma-2 trained on all 5 folds (whole folds held out), interrupted once in fold 0 and resumed."""
     out = tmp_path_factory.mktemp("allfolds")
-    cfg = DecoderTrainConfig(output_dir=str(out), run_name="tiny_all", folds="all",
+    cfg = make_config(DecoderTrainConfig, output_dir=str(out), run_name="tiny_all", folds="all",
                                     **{**TINY, "max_valid_rows": 0})
     first = train(cfg, interrupt_at_step=2)
     metrics_ = train(cfg)
@@ -136,15 +137,15 @@ def test_inference_averages_the_fold_models(all_folds, test_df):
 @pytest.mark.slow
 def test_distilled_student_from_all_fold_teacher(all_folds, tmp_path):
     cfg, _, _ = all_folds
-    plain = DecoderTrainConfig(output_dir=cfg.output_dir, run_name="student_plain", **TINY)
-    student = DecoderTrainConfig(output_dir=cfg.output_dir, run_name="student", teacher="tiny_all",
+    plain = make_config(DecoderTrainConfig, output_dir=cfg.output_dir, run_name="student_plain", **TINY)
+    student = make_config(DecoderTrainConfig, output_dir=cfg.output_dir, run_name="student", teacher="tiny_all",
                                         distill_alpha=0.5, distill_temperature=2.0, **TINY)
     a, b = train(plain), train(student)
     assert b["teacher"] == "tiny_all" and np.isfinite(b["valid_log_loss"])
     assert a["train_history"][0]["loss"] != pytest.approx(b["train_history"][0]["loss"], abs=1e-6)
     # the student's own validation predictions are not out-of-fold for other folds: refused as a teacher
     with pytest.raises(ValueError, match="no out-of-fold prediction"):
-        train(DecoderTrainConfig(output_dir=cfg.output_dir, run_name="s2", teacher="student",
+        train(make_config(DecoderTrainConfig, output_dir=cfg.output_dir, run_name="s2", teacher="student",
                                                  fold=1, **TINY))
 
 
@@ -156,7 +157,7 @@ def test_one_hot_targets_train_exactly_like_integer_labels(tmp_path, monkeypatch
         if soft:   # force the probability-target loss on the same one-hot data
             for module in (training_inputs, training_fit):
                 monkeypatch.setattr(module, "is_soft", lambda df: True)
-        runs.append(train(DecoderTrainConfig(output_dir=str(tmp_path), run_name=name, **TINY)))
+        runs.append(train(make_config(DecoderTrainConfig, output_dir=str(tmp_path), run_name=name, **TINY)))
     hard, soft = runs
     assert [r["loss"] for r in hard["train_history"]] == pytest.approx([r["loss"] for r in soft["train_history"]],
                                                                        abs=1e-6)
@@ -186,7 +187,7 @@ def test_pseudo_labels_from_a_run_train_as_soft_rows(all_folds, tmp_path, train_
     np.testing.assert_allclose(targets(load_arena(tmp_path / "pseudo_sw.csv")),
                                swap_probs(targets(soft)), atol=1e-6)
     # the soft file joins training; its rows train with probability targets
-    m = train(DecoderTrainConfig(output_dir=cfg.output_dir, run_name="with_pseudo",
+    m = train(make_config(DecoderTrainConfig, output_dir=cfg.output_dir, run_name="with_pseudo",
                                                  train_path=f"{TRAIN},{out}", **{**TINY, "max_train_rows": 0,
                                                                                  "max_steps": 1}))
     report = m["data_report"]

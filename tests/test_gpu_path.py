@@ -33,6 +33,7 @@ from kagglelib.models.saved import load_for_inference, save_for_inference
 from kagglelib.models.spec import ModelSpec
 from kagglelib.scoring.ensemble import blend, fit_blend
 from kagglelib.training import loop
+from kagglelib.run.config import make_config
 from kagglelib.training.config import DecoderTrainConfig
 from kagglelib.training.fit import train
 from kagglelib.training.loop import training_argument_kwargs, training_arguments
@@ -49,7 +50,7 @@ T4, A100 = (7, 5), (8, 0)
 # ---------------------------------------------------------------- 1: TrainingArguments across versions
 
 def _cfg(tmp_path, **kw):
-    return DecoderTrainConfig(output_dir=str(tmp_path), progress=False, **kw)
+    return make_config(DecoderTrainConfig, output_dir=str(tmp_path), progress=False, **kw)
 
 
 def test_training_kwargs_exist_in_installed_signature(tmp_path):
@@ -102,10 +103,10 @@ def test_floor_transformers_trains_a_tiny_run(tmp_path):
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
             pytest.skip(f"cannot install transformers {tf} / peft {pf} from PyPI (offline?): {getattr(err, 'stderr', err)!r}")
     code = (
-        "import sys, transformers, peft; from kagglelib.models.build import build_model; from kagglelib.models.spec import ModelSpec; from kagglelib.training.config import DecoderTrainConfig; from kagglelib.training.fit import train\n"
+        "import sys, transformers, peft; from kagglelib.models.build import build_model; from kagglelib.models.spec import ModelSpec; from kagglelib.training.config import DecoderTrainConfig; from kagglelib.training.fit import train; from kagglelib.run.config import make_config\n"
         f"assert transformers.__version__.startswith('{tf}'), transformers.__version__\n"
         f"assert peft.__version__.startswith('{pf}'), peft.__version__\n"
-        "cfg = DecoderTrainConfig(output_dir=sys.argv[1], run_name='floor', max_train_rows=16, "
+        "cfg = make_config(DecoderTrainConfig, output_dir=sys.argv[1], run_name='floor', max_train_rows=16, "
         "max_valid_rows=8, max_length=64, prompt_tokens=16, response_tokens=24, max_steps=2, eval_steps=2, "
         "save_steps=2, gradient_checkpointing=True, progress=False)\n"
         "out = train(cfg)\n"

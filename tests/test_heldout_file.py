@@ -9,6 +9,7 @@ from conftest import TRAIN
 from kagglelib.data.frame import WINNER_COLUMNS, soft_rows, targets
 from kagglelib.data.load import load_arena
 from kagglelib.run.info import write_heldout
+from kagglelib.run.config import make_config
 from kagglelib.training.config import DecoderTrainConfig
 from kagglelib.training.fit import train
 
@@ -44,7 +45,7 @@ def test_writer_flags_soft_rows_only_when_there_are_some(tmp_path):
 def test_transformer_run_on_pseudo_labels_flags_them_in_valid_preds(tmp_path):
     """05 must not fit blend weights or a temperature on pseudo-labels as if they were human labels."""
     path, soft_ids = soft_train_file(tmp_path)
-    cfg = DecoderTrainConfig(output_dir=str(tmp_path), train_path=path, run_name="soft", **TINY)
+    cfg = make_config(DecoderTrainConfig, output_dir=str(tmp_path), train_path=path, run_name="soft", **TINY)
     train(cfg)
     preds = pd.read_csv(cfg.run_dir / "valid_preds.csv", dtype={"id": str})
     assert "soft" in preds.columns

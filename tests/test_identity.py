@@ -18,6 +18,7 @@ from kagglelib.models import pairwise
 from kagglelib.packaging import package
 from kagglelib.run.store import manifest_hash
 from kagglelib.training.baseline import BaselineConfig, run_baseline
+from kagglelib.run.config import make_config
 from kagglelib.training.config import EncoderTrainConfig
 from kagglelib.training.fit import resume_state
 from kagglelib.training.inputs import arena_with_folds
@@ -69,7 +70,7 @@ def test_pseudo_labels_refuse_a_blend_member_changed_since(tmp_path):
 def test_teacher_is_recorded_by_content(tmp_path):
     teacher = tmp_path / "teacher.csv"
     pd.DataFrame({"id": [1], "winner_model_a": [0.2], "winner_model_b": [0.5], "winner_tie": [0.3]}).to_csv(teacher)
-    cfg = EncoderTrainConfig(output_dir=str(tmp_path), teacher=str(teacher), teacher_other_data=True)
+    cfg = make_config(EncoderTrainConfig, output_dir=str(tmp_path), teacher=str(teacher), teacher_other_data=True)
     before = resume_state(cfg)
     pd.DataFrame({"id": [1], "winner_model_a": [0.6], "winner_model_b": [0.1], "winner_tie": [0.3]}).to_csv(teacher)
     assert resume_state(cfg) != before   # same path, other teacher: finished folds / checkpoints are not reused
@@ -80,7 +81,7 @@ def test_train_file_cache_follows_content_not_mtime(tmp_path):
     path = tmp_path / "train.csv"
     raw.iloc[:500].to_csv(path, index=False)
     stamp = os.stat(path).st_mtime_ns
-    cfg = EncoderTrainConfig(output_dir=str(tmp_path), train_path=str(path))
+    cfg = make_config(EncoderTrainConfig, output_dir=str(tmp_path), train_path=str(path))
     first, _ = arena_with_folds(cfg)
     raw.iloc[500:1000].to_csv(path, index=False)
     os.utime(path, ns=(stamp, stamp))   # as cp -p, rsync -t or unzip leave it: another file, the same mtime

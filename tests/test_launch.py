@@ -11,6 +11,7 @@ from transformers import TrainerCallback, TrainingArguments
 from kagglelib.core.io import read_json
 from kagglelib.plan import plan_training
 from kagglelib.training import launch, loop
+from kagglelib.run.config import make_config
 from kagglelib.training.config import DecoderTrainConfig
 from kagglelib.training.fit import train
 
@@ -75,7 +76,7 @@ def _plan_rows(cfg) -> int:
 
 
 def test_two_visible_gpus_in_one_process_train_the_planned_rows(tmp_path, two_gpus):
-    cfg = DecoderTrainConfig(output_dir=str(tmp_path), run_name="two", **SMALL)
+    cfg = make_config(DecoderTrainConfig, output_dir=str(tmp_path), run_name="two", **SMALL)
     counter = CountTrainingRows()
     out = train(cfg, callbacks=[counter])
     assert two_gpus == []                                    # no DataParallel
@@ -88,7 +89,7 @@ def test_two_visible_gpus_in_one_process_train_the_planned_rows(tmp_path, two_gp
 def test_without_the_guard_the_mock_reproduces_the_doubled_batch(tmp_path, two_gpus, monkeypatch):
     """The control: the same mock without loop.one_gpu_per_process trains twice the plan's rows (the bug)."""
     monkeypatch.setattr(loop, "one_gpu_per_process", lambda args, world_size: args)
-    cfg = DecoderTrainConfig(output_dir=str(tmp_path), run_name="dp", **SMALL)
+    cfg = make_config(DecoderTrainConfig, output_dir=str(tmp_path), run_name="dp", **SMALL)
     counter = CountTrainingRows()
     train(cfg, callbacks=[counter])
     assert two_gpus and counter.rows == 2 * _plan_rows(cfg)
@@ -97,7 +98,7 @@ def test_without_the_guard_the_mock_reproduces_the_doubled_batch(tmp_path, two_g
 @pytest.mark.ddp
 def test_launch_trains_one_process_per_gpu_with_the_planned_steps(tmp_path, capsys):
     """launch.train on a '2-GPU' machine runs torchrun with 2 ranks (gloo here); steps and rows are the plan's."""
-    cfg = DecoderTrainConfig(output_dir=str(tmp_path), run_name="launched", **{**SMALL, "swap_aug": "none"})
+    cfg = make_config(DecoderTrainConfig, output_dir=str(tmp_path), run_name="launched", **{**SMALL, "swap_aug": "none"})
     out = launch.train(cfg, n_gpus=2)
     assert out["world_size"] == 2 and "one process per GPU" in out["launch"]
     assert "[launch] data-parallel over 2 GPUs" in capsys.readouterr().out

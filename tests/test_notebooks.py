@@ -15,7 +15,7 @@ import pandas as pd
 import papermill as pm
 import pytest
 
-from kagglelib.run.config import MISSPELLING_CUTOFF
+from kagglelib.run.config import MISSPELLING_CUTOFF, parameter_names
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -37,9 +37,13 @@ def config_class(content: dict) -> type:
     return getattr(importlib.import_module(module), cls)
 
 
-def field_default(f: dataclasses.Field) -> object:
-    """A dataclass field's default value (calling its default_factory)."""
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+def flat_defaults(cls: type) -> dict[str, object]:
+    """The declared defaults by flat parameter name (a part's fields from its default), before __post_init__."""
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(cls):
+        value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        out.update(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else {f.name: value})
+    return out
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
@@ -53,27 +57,32 @@ def test_notebook_contract(nb):
     code = "".join("".join(c["source"]) for c in content["cells"] if c["cell_type"] == "code")
     assert "def " not in code and "pip install" not in code
     # Notebook-only switches (03's demo_resume) must not read as a misspelt field, or from_params rejects them.
-    fields = [f.name for f in dataclasses.fields(config_class(content))]
+    fields = list(parameter_names(config_class(content)))   # flat names, the parts' fields included
     for extra in set(params) - set(fields):
         assert not difflib.get_close_matches(extra, fields, 1, MISSPELLING_CUTOFF), f"{extra} looks like a typo"
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
 def test_parameters_cell_shows_the_dataclass_defaults_in_its_order(nb):
-    """The cell lists a subset of the fields (any other is set with papermill -p): each with a comment, its value
-    the dataclass default (None only where the default is None: the profile decides), in the dataclass's order."""
+    """The cell lists a subset of the parameters (any other is set with papermill -p): each with a comment, in the
+    dataclass's order, its value the default, or None (not set) exactly where a profile sets it: a value there would
+    override every profile's."""
     content = json.loads(nb.read_text())
     cls = config_class(content)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    order = list(fields)
+    defaults = flat_defaults(cls)   # the cpu-sample values
+    order = list(parameter_names(cls))
+    by_profile = {k for table in cls.PROFILE_DEFAULTS.values() for k in table}
     shown = []
     for stmt in ast.parse(parameters_cell(content)).body:
         assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1, ast.unparse(stmt)
         name, value = stmt.targets[0].id, ast.literal_eval(stmt.value)
-        if name in fields:
-            default = field_default(fields[name])
+        if name in by_profile:
+            assert value is None, f"{nb.stem}: {name} = {value!r} would override the profiles' values; write None"
+        elif name in defaults:
+            default = defaults[name]
             assert value == default and type(value) is type(default), \
                 f"{nb.stem}: {name} = {value!r}, but {cls.__name__}'s default is {default!r}"
+        if name in defaults:
             shown.append(name)
     assert shown == sorted(shown, key=order.index), f"{nb.stem}: parameters not in {cls.__name__} field order"
     for line in parameters_cell(content).splitlines():

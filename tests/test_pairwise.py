@@ -7,6 +7,7 @@ import pytest
 
 from kagglelib.analysis.factors import paired_difference, parse_factors, variant_name
 from kagglelib.models import pairwise
+from kagglelib.run.config import make_config
 from kagglelib.training.config import EncoderTrainConfig
 
 
@@ -75,10 +76,10 @@ def test_embedding_features_swap_like_the_hand_made_ones():
 
 
 def test_config_method_and_profiles():
-    assert EncoderTrainConfig().method == "pairwise"
-    assert EncoderTrainConfig(profile="kaggle-t4").method == "finetune"
+    assert make_config(EncoderTrainConfig).method == "pairwise"
+    assert make_config(EncoderTrainConfig, profile="kaggle-t4").method == "finetune"
     with pytest.raises(ValueError, match="method must be one of"):
-        EncoderTrainConfig(method="frozen")
+        make_config(EncoderTrainConfig, method="frozen")
 
 
 def test_factor_parsing_and_paired_difference():
@@ -105,7 +106,7 @@ def test_pairwise_run_learns_on_the_sample_every_fold(tmp_path):
     from kagglelib.run.layout import heldout_predictions, labels_and_probs
     from kagglelib.training.fit import train
 
-    cfg = EncoderTrainConfig(output_dir=str(tmp_path), progress=False)
+    cfg = make_config(EncoderTrainConfig, output_dir=str(tmp_path), progress=False)
     m = train(cfg)
     assert m["n_valid"] == 1110 and m["oof"] and len(m["per_fold"]) == 5
     labels, probs = labels_and_probs(heldout_predictions(cfg.run_dir))

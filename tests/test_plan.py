@@ -10,6 +10,7 @@ from kagglelib.inference.submit import InferenceConfig
 from kagglelib.models.shape import GIB, KNOWN_SHAPES, resolve_quantization
 from kagglelib import plan
 from kagglelib.plan import TRAIN_MFU, main, notebook_plan, plan_training, token_lengths
+from kagglelib.run.config import make_config
 from kagglelib.training.config import DecoderTrainConfig
 
 OLD_T4 = dict(profile="kaggle-t4", backbone="google/gemma-2-9b-it", quantization="4bit", precision="fp16",
@@ -24,7 +25,7 @@ def test_known_shapes_match_published_parameter_counts(name, params):
 
 
 def test_old_9b_training_on_a_t4_does_not_fit(tmp_path):
-    p = plan_training(DecoderTrainConfig(output_dir=str(tmp_path), **OLD_T4), bench={})
+    p = plan_training(make_config(DecoderTrainConfig, output_dir=str(tmp_path), **OLD_T4), bench={})
     assert not p.fits and any("12 h session limit" in x for x in p.problems)
     assert "DOES NOT FIT" in p.table()
     flops = float(p.rows["FLOPs"].split()[0])
@@ -74,7 +75,7 @@ def test_token_lengths_say_how_they_were_counted(train_df):
 
 
 def test_measured_bench_replaces_the_constants_only_for_its_own_key(tmp_path, monkeypatch):
-    cfg = DecoderTrainConfig(output_dir=str(tmp_path), profile="kaggle-t4")   # gemma-2-2b fp16 LoRA on 2xT4
+    cfg = make_config(DecoderTrainConfig, output_dir=str(tmp_path), profile="kaggle-t4")   # gemma-2-2b fp16 LoRA on 2xT4
     base = plan_training(cfg, bench={})
     bench = tmp_path / "gpu_check.json"
     other = {"T4/deberta-v3-large/train-full/fp16": 0.9, "T4/gemma-2-2b/train-4bit/fp16": 0.9,
@@ -101,8 +102,8 @@ def test_qlora_peak_counts_the_fp32_upcast(name, extra_gb):
 
 
 def test_qlora_plan_shows_the_upcast_in_its_peak(tmp_path):
-    q = plan_training(DecoderTrainConfig(output_dir=str(tmp_path), **OLD_T4), bench={})
-    plain = plan_training(DecoderTrainConfig(output_dir=str(tmp_path), **{**OLD_T4, "quantization": "none"}), bench={})
+    q = plan_training(make_config(DecoderTrainConfig, output_dir=str(tmp_path), **OLD_T4), bench={})
+    plain = plan_training(make_config(DecoderTrainConfig, output_dir=str(tmp_path), **{**OLD_T4, "quantization": "none"}), bench={})
     assert "fp32 upcast" in q.rows["peak memory"] and "fp32 upcast" not in plain.rows["peak memory"]
     upcast = float(q.rows["peak memory"].split(" + ")[1].split()[0])
     assert upcast == pytest.approx(1.7, abs=0.1)   # GiB (1.8 GB)
@@ -111,7 +112,7 @@ def test_qlora_plan_shows_the_upcast_in_its_peak(tmp_path):
 def test_kaggle_training_plan_is_data_parallel_on_both_t4s(tmp_path):
     from kagglelib.training.loop import planned_steps
 
-    cfg = DecoderTrainConfig(output_dir=str(tmp_path), profile="kaggle-t4")
+    cfg = make_config(DecoderTrainConfig, output_dir=str(tmp_path), profile="kaggle-t4")
     two = plan_training(cfg, bench={})
     one = plan_training(cfg, "T4", bench={})
     assert two.gpu == "2xT4" and "one process per GPU" in two.rows["GPUs"] and "one GPU" in one.rows["GPUs"]
@@ -133,5 +134,5 @@ def test_cli_exit_code(tmp_path, capsys):
 
 
 def test_inference_profile_quantization_is_auto_on_gpus():
-    assert InferenceConfig(profile="kaggle-t4").quantization == "auto"
-    assert InferenceConfig(profile="cpu-sample").quantization == ""
+    assert make_config(InferenceConfig, profile="kaggle-t4").quantization == "auto"
+    assert make_config(InferenceConfig, profile="cpu-sample").quantization == ""

@@ -6,11 +6,12 @@ import inspect
 import pytest
 
 from kagglelib.training import loop
+from kagglelib.run.config import make_config
 from kagglelib.training.config import DecoderTrainConfig
 
 
 def _cfg(tmp_path, **kw):
-    return DecoderTrainConfig(output_dir=str(tmp_path), progress=False, precision="fp32", **kw)
+    return make_config(DecoderTrainConfig, output_dir=str(tmp_path), progress=False, precision="fp32", **kw)
 
 
 def test_optim_and_report_to_reach_training_arguments(tmp_path, monkeypatch):

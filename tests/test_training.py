@@ -1,7 +1,6 @@
 """Trainer-based fine-tuning on tiny models: outputs contract, resume, overfitting, next-token, early stopping, 2-process DDP."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import socket
@@ -16,6 +15,7 @@ from safetensors.torch import load_file
 from kagglelib.models.build import label_token_ids
 from kagglelib.models.forward import predict_probs
 from kagglelib.models.saved import load_for_inference
+from kagglelib.run.config import flatten, make_config
 from kagglelib.training.config import DecoderTrainConfig, EncoderTrainConfig
 from kagglelib.training.fit import train
 from kagglelib.core.io import read_json
@@ -30,7 +30,7 @@ SMALL = dict(profile="cpu-sample", max_train_rows=32, max_valid_rows=16, max_len
 
 
 def gemma_cfg(tmp_path, run_name, **kw) -> DecoderTrainConfig:
-    return DecoderTrainConfig(output_dir=str(tmp_path), run_name=run_name,
+    return make_config(DecoderTrainConfig, output_dir=str(tmp_path), run_name=run_name,
                                      **{**SMALL, "max_steps": 4, "eval_steps": 2, "save_steps": 2, **kw})
 
 
@@ -91,7 +91,7 @@ def test_run_folder_contract(resumed):
 @pytest.mark.slow
 def test_overfits_32_rows(tmp_path):
     """One 32-row batch, full fine-tuning of the (dropout-free) tiny Gemma-2: training loss goes to ~0."""
-    cfg = DecoderTrainConfig(
+    cfg = make_config(DecoderTrainConfig,
         output_dir=str(tmp_path), run_name="overfit", **{**SMALL, "use_lora": False, "head_layers": 1,
                                                          "head_dropout": 0.0, "batch_size": 32, "max_steps": 40,
                                                          "lr": 3e-3, "head_lr": 3e-3, "warmup_ratio": 0.0,
@@ -130,11 +130,11 @@ def test_early_stopping_keeps_the_best_evaluation(tmp_path, ema_decay):
 
 def test_config_errors(tmp_path):
     with pytest.raises(ValueError, match="fold"):
-        DecoderTrainConfig(output_dir=str(tmp_path), fold=7)
+        make_config(DecoderTrainConfig, output_dir=str(tmp_path), fold=7)
     with pytest.raises(ValueError, match="swap_aug"):
-        DecoderTrainConfig(output_dir=str(tmp_path), swap_aug="sometimes")
+        make_config(DecoderTrainConfig, output_dir=str(tmp_path), swap_aug="sometimes")
     with pytest.raises(ValueError, match="quantization"):
-        EncoderTrainConfig(output_dir=str(tmp_path), quantization="4bit", use_lora=False)
+        make_config(EncoderTrainConfig, output_dir=str(tmp_path), quantization="4bit", use_lora=False)
 
 
 def _free_port() -> int:
@@ -155,7 +155,7 @@ def test_two_process_gloo_run(tmp_path):
               lora_init="default")
     cfg = gemma_cfg(tmp_path, "ddp", **kw)
     path = tmp_path / "cfg.json"
-    path.write_text(json.dumps({**dataclasses.asdict(cfg), "config_class": "GemmaTrainConfig"}))
+    path.write_text(json.dumps({**flatten(cfg), "config_class": "GemmaTrainConfig"}))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            "-m", "kagglelib.training", "--config", str(path), "--report", str(tmp_path / "report_{rank}.json")]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from kagglelib.models import pairwise, tune
+from kagglelib.run.config import make_config
 from kagglelib.training.config import EncoderTrainConfig
 
 TEXTS = ["Paris is the capital of France.", "word " * 300, "What is the capital of France?",
@@ -98,7 +99,7 @@ def test_tuned_run_saves_trained_blocks_and_predicts_from_them(tmp_path, one_tor
 
     path = tmp_path / "train.csv"
     pd.read_csv(TRAIN).head(90).to_csv(path, index=False)
-    cfg = EncoderTrainConfig(train_path=str(path), output_dir=str(tmp_path), run_name="tuned", n_folds=3,
+    cfg = make_config(EncoderTrainConfig, train_path=str(path), output_dir=str(tmp_path), run_name="tuned", n_folds=3,
                              pairwise_tune="ffn", use_lora=True, lora_r=4, lora_alpha=8, pairwise_tune_epochs=2,
                              pairwise_head="order", pairwise_tta=True, pairwise_components="8",
                              pairwise_l2="0.3", progress=False, window_tokens=64, max_windows=2)

@@ -16,7 +16,7 @@ from ..data.folds import load_training
 from ..data.frame import WINNER_COLUMNS, rows_by_id
 from ..inference.predictors import load_predictor
 from ..inference.tta import tta_predict
-from ..run.config import RunConfig, save_config
+from ..run.config import RunConfig, make_config, save_config
 from ..run.folder import Run
 from ..run.layout import (ABLATION_DIR, ABLATION_FIGURES, ABLATION_TABLE_CSV, ABLATION_TABLE_MD, BIAS_REPORT,
                           CALIBRATION_CSV, heldout_predictions, labels_and_probs,
@@ -54,23 +54,21 @@ SEED_FACTORS = ("head_layers=3;pairwise_head=order;pairwise_head=order,pairwise_
 
 @dataclass
 class AblationConfig(RunConfig):
-    """Notebook 06 parameters (None: the profile's default)."""
+    """Notebook 06 parameters (defaults: cpu-sample's)."""
 
     run_name: str = "ablation"       # not a run folder: results go to <output_dir>/ablation/
     include: str = ""                # comma list of run names to keep (empty: all runs)
     exclude: str = "submission"      # comma list of run names to leave out
     n_bootstrap: int = 1000          # bootstrap resamples of the held-out rows for intervals
-    probe_rows: int | None = None    # real rows used by the bias probes
+    probe_rows: int = 120            # real rows used by the bias probes
     seed: int = 0                    # bootstrap and probe-row sampling
     grid: bool = False               # first train the seeds' ablation grid (run_grid) with this profile
     reference: str = "encoder"       # the factor table's reference run (kagglelib.analysis.factors)
-    factors: str | None = None       # variants of the reference trained first, "field=value,...;..." ("": none)
+    factors: str = SEED_FACTORS      # variants of the reference trained first, "field=value,...;..." ("": none)
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
-        # On the sample 04's pairwise run and its variants train on every fold of the real MiniLM: the 3-layer head,
-        # an order-aware head without and with swap TTA, and the last feed-forward block fine-tuned fully, by LoRA,
-        # and by LoRA with PiSSA init (each compared with the run it differs from in one setting).
-        "cpu-sample": {"probe_rows": 120, "factors": SEED_FACTORS},
+        # factors: on the sample (the default) 04's pairwise run and its variants train on every fold of the real
+        # MiniLM: SEED_FACTORS (each compared with the run it differs from in one setting).
         "kaggle-t4": {"probe_rows": 1000, "factors": ""}, "colab-a100": {"probe_rows": 2000, "factors": ""},
     }
 
@@ -267,7 +265,7 @@ def run_grid(base: dict[str, Any], factors: dict[str, list[Any]] | None = None, 
 
     dirs = []
     for params in grid_params(base, factors, prefix):
-        cfg = DecoderTrainConfig(**params)
+        cfg = make_config(DecoderTrainConfig, **params)
         train(cfg)
         dirs.append(cfg.run_dir)
     if tta:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..run.config import METADATA_KEYS
+from ..run.config import METADATA_KEYS, make_config
 from ..run.folder import Run
 from ..run.layout import heldout_predictions, labels_and_probs
 from ..scoring import metrics
@@ -58,7 +58,7 @@ def train_variants(output_dir: str | Path, reference: str, factors: str) -> list
         unknown = sorted(set(over) - set(base))
         if unknown:
             raise ValueError(f"factors: {unknown} are not settings of {reference}'s {cls.__name__}")
-        cfg = cls(**{**base, **over, "run_name": variant_name(reference, over), "progress": False})
+        cfg = make_config(cls, **{**base, **over, "run_name": variant_name(reference, over), "progress": False})
         train(cfg)
         dirs.append(cfg.run_dir)
     return dirs
@@ -84,7 +84,8 @@ def changed_settings(ref_cfg: dict[str, Any], cfg: dict[str, Any]) -> str:
 
 
 def _differing(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    return [k for k in sorted((set(a) | set(b)) - SKIP) if a.get(k) != b.get(k)]
+    """Settings both configs record with different values (one saved before a setting existed ran its default)."""
+    return [k for k in sorted((set(a) & set(b)) - SKIP) if a[k] != b[k]]
 
 
 def nearest(name: str, configs: dict[str, dict[str, Any]], reference: str) -> str:

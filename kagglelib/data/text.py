@@ -17,9 +17,11 @@ post-processing rules) see each field as one string from :func:`join_turns`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import pandas as pd
+
+from ..core.checks import check_settings
 
 
 USER = "<user>: "
@@ -47,7 +49,11 @@ class TextConfig:
     response_tokens: int = 512   # per response turn
     head_ratio: float = 0.5      # share of a truncated field kept from its start
 
+    SETTING_RULES: ClassVar[dict[str, str]] = {"max_length": "int>=1", "prompt_tokens": "int>=0",
+                                               "response_tokens": "int>=1", "head_ratio": "[0,1]"}
+
     def __post_init__(self) -> None:
+        check_settings(self, self.SETTING_RULES)
         if not 0.0 <= self.head_ratio <= 1.0:
             raise ValueError(f"head_ratio must be in [0, 1], got {self.head_ratio}")
         if self.max_length < 16 or self.prompt_tokens < 1 or self.response_tokens < 1:

@@ -38,7 +38,7 @@ def run_fingerprint(run: Run, tta: bool, **settings: Any) -> str:
 
 
 def transformer_predictor(run: Run | str | Path, device: str | None = None, precision: str = "auto",
-                          quantization: str | None = None, batch_tokens: int | None = None,
+                          quantization: str = "", batch_tokens: int | None = None,
                           progress: bool = False) -> Predictor:
     """A predictor for a saved transformer run (LoRA adapter + head, or full weights) on one device.
 
@@ -75,14 +75,14 @@ def transformer_predictor(run: Run | str | Path, device: str | None = None, prec
     return predict
 
 
-def auto_quantization(run: Run, device: str | None) -> str | None:
+def auto_quantization(run: Run, device: str | None) -> str:
     """'4bit' for a LoRA run whose 16-bit weights would fill > 60% of this GPU (a 9B on a T4), 'none' if they fit,
-    None (the run's own setting) off CUDA. Decided by :func:`kagglelib.plan.resolve_quantization`."""
+    "" (the run's own setting) off CUDA. Decided by :func:`kagglelib.plan.resolve_quantization`."""
     import torch
 
 
     if not torch.cuda.is_available() or not str(device or "cuda").startswith("cuda"):
-        return None
+        return ""
     cfg = run.config
     memory = torch.cuda.get_device_properties(torch.device(device or "cuda")).total_memory
     return resolve_quantization("auto", cfg, model_shape(cfg["backbone"]), memory)
@@ -114,7 +114,7 @@ def visible_devices(devices: str = "auto") -> list[str]:
 
 
 def run_predictors(run: Run | str | Path, devices: Sequence[str], precision: str = "auto",
-                   quantization: str | None = None, batch_tokens: int | None = None) -> list[Predictor]:
+                   quantization: str = "", batch_tokens: int | None = None) -> list[Predictor]:
     """The one way to load a run for prediction: one predictor per device for a transformer run (each fold's
     model averaged for an all-fold run), one predictor for a baseline run. ``run``: a :class:`Run` or its folder."""
     run = run if isinstance(run, Run) else Run.at(run)

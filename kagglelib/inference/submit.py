@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class InferenceConfig(RunConfig):
-    """Notebook 05 parameters: which runs to blend and how to run them (None: the profile's default)."""
+    """Notebook 05 parameters: which runs to blend and how to run them (defaults: cpu-sample's)."""
 
     run_name: str = "submission"          # the submission's own folder under <output_dir>/runs/
     runs: list = field(default_factory=lambda: ["baseline", "encoder"])  # run names or folders to blend
@@ -58,19 +58,18 @@ class InferenceConfig(RunConfig):
     ensemble: str = "fit"                 # fit: weights minimising validation log loss | equal
     calibrate: bool = True                # temperature fitted on the blended validation predictions
     postprocess: bool = True              # identical / empty-response rules, kept only if they help on validation
-    chunk_rows: int | None = None         # rows per resumable chunk
-    batch_tokens: int | None = None       # token budget per batch (rows x longest row)
+    chunk_rows: int = 256                 # rows per resumable chunk (CPU: small batches are faster)
+    batch_tokens: int = 2048              # token budget per batch (rows x longest row)
     devices: str = "auto"                 # auto: every visible GPU (else cpu) | "cuda:0,cuda:1" | "cpu"
     precision: str = "auto"               # auto | bf16 | fp16 | fp32 (fp32 on CPU)
-    quantization: str | None = None       # None: profile's | "" keeps each run's | auto (4bit when 16-bit weights > 60% of the GPU) | none | 8bit | 4bit
-    time_budget_s: float | None = None    # stop starting chunks after this many seconds (Kaggle: 9 h); 0: none
+    quantization: str = ""                # "" keeps each run's | auto (4bit when 16-bit weights > 60% of the GPU) | none | 8bit | 4bit
+    time_budget_s: float = 3600.0         # stop starting chunks after this many seconds (Kaggle: 9 h); 0: none
 
     pseudo_label_path: str = ""           # also write the blended test probabilities as a soft-labelled train file
 
     TRAIN_OPTIONAL: ClassVar[bool] = True  # train_path: "" = not read; else checked against the runs' provenance
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
-        "cpu-sample": {"chunk_rows": 256, "batch_tokens": 2048, "time_budget_s": 3600.0, "quantization": ""},  # CPU: small batches are faster
         # Plan (kaggle-t4, runs gemma_lora,encoder): the A100-trained 9B loads 4-bit ("auto": its 17 GiB of 16-bit
         # weights exceed a T4), ~10 GiB per T4 at 16384 tokens/batch, one model per T4; see README for the hours.
         "kaggle-t4": {"chunk_rows": 2048, "batch_tokens": 16384, "time_budget_s": 8.5 * 3600, "quantization": "auto"},
@@ -205,15 +204,15 @@ def _run_inference(cfg: InferenceConfig, stage: Staging) -> dict[str, Any]:
     valid = [validation_predictions(r) for r in runs]   # read once: the layout now, the blend below
     layout = submission_layout(runs, valid)
     devices = visible_devices(cfg.devices)
-    deadline = start + cfg.time_budget_s if cfg.time_budget_s is not None else None   # 0: no chunk starts
+    deadline = start + cfg.time_budget_s   # 0: no chunk starts
 
     test_probs, statuses = [], []
     for key, run in zip(keys, runs):
-        predictors = run_predictors(run, devices, cfg.precision, cfg.quantization or None, cfg.batch_tokens)
+        predictors = run_predictors(run, devices, cfg.precision, cfg.quantization, cfg.batch_tokens)
         cache = Path(cfg.output_dir) / "cache" / "inference" / key
         chunk_key = run_fingerprint(run, cfg.tta, precision=cfg.precision, quantization=cfg.quantization,
                                     batch_tokens=cfg.batch_tokens, devices=devices)   # whatever changes the output
-        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        left = max(deadline - time.monotonic(), 0.0)
         probs, status = predict_chunked(predictors, test, cache, cfg.chunk_rows, cfg.tta, left, cache_key=chunk_key)
         test_probs.append(probs)
         statuses.append({"run": key, "kind": run.kind, **status})

@@ -11,10 +11,11 @@ from torch import nn
 from ..core.paths import MINILM_PACKAGE
 from ..core.versions import warn_on_mismatch
 from ..data.text import TextConfig
+from ..run.config import part_of
 from ..run.folder import Run
 from .build import build_base, label_token_ids, load_tokenizer, replace_head, warn_8bit
 from .device import PRECISION_OF_DTYPE, local_rank, resolve_precision
-from .spec import ModelSpec, spec_from, text_config_from
+from .spec import ModelSpec
 
 
 def save_pissa_init(model: nn.Module, path: str | Path) -> Path:
@@ -86,11 +87,11 @@ def save_for_inference(model: nn.Module, tokenizer: Any, model_dir: str | Path, 
 
 
 def load_for_inference(run: Run | str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                       quantization: str | None = None, merge: bool = True) -> tuple[nn.Module, Any, TextConfig, str]:
+                       quantization: str = "", merge: bool = True) -> tuple[nn.Module, Any, TextConfig, str]:
     """Rebuild a saved run's model in eval mode: returns ``(model, tokenizer, text_cfg, task)``.
 
     LoRA runs need the original backbone weights (resolved as in training); full fine-tunes need only
-    ``model/``. ``quantization`` ("4bit"/"8bit") overrides the training setting for LoRA runs;
+    ``model/``. ``quantization`` ("4bit"/"8bit"; "" keeps the run's) overrides the training setting for LoRA runs;
     ``merge`` folds LoRA into the weights (skipped when quantised). ``run``: a :class:`Run` or its folder.
     """
     from safetensors.torch import load_model
@@ -109,8 +110,9 @@ def load_for_inference(run: Run | str | Path, device: str | torch.device | None 
     # run re-quantised for a T4 computes in fp16. A saved PiSSA adapter is plain LoRA (see _save_pissa_as_lora).
     precision = PRECISION_OF_DTYPE[dtype] if dtype is not None else resolve_precision("auto", device)
     # A quantisation override applies to LoRA bases only (full fine-tunes load as saved).
-    spec = spec_from(cfg, quantization=quantization if cfg.get("use_lora") else None, precision=precision,
-                     lora_init="default", backbone=base_model)
+    override = {"quantization": quantization} if quantization and cfg.get("use_lora") else {}
+    spec = part_of(ModelSpec, {**cfg, **override, "precision": precision, "lora_init": "default",
+                               **({"backbone": base_model} if base_model else {})})
     if spec.quantization == "8bit":
         warn_8bit()
     tokenizer = load_tokenizer(str(model_dir), spec.task)
@@ -136,4 +138,4 @@ def load_for_inference(run: Run | str | Path, device: str | torch.device | None 
     if spec.task == "next_token":
         model.config.arena_label_token_ids = label_token_ids(tokenizer)
     model.eval()
-    return model, tokenizer, text_config_from(cfg), spec.task
+    return model, tokenizer, part_of(TextConfig, cfg), spec.task

@@ -97,12 +97,12 @@ def kbit_training_upcast_bytes(shape: Shape, quantization: str, dtype_bytes: int
     return (shape.embed_params + norms) * (4 - dtype_bytes)
 
 
-def resolve_quantization(requested: str | None, run_cfg: dict[str, Any], shape: Shape, memory_bytes: float,
+def resolve_quantization(requested: str, run_cfg: dict[str, Any], shape: Shape, memory_bytes: float,
                          dtype_bytes: int = 2) -> str:
     """The quantisation a run is loaded with: 'auto' = 4-bit when its 16-bit weights need > 60% of the GPU."""
     if not run_cfg.get("use_lora", False):
         return "none"   # full fine-tunes are loaded as saved (bitsandbytes only wraps LoRA bases here)
-    if requested in (None, ""):
+    if not requested:   # "": the run's own setting
         return run_cfg.get("quantization") or "none"
     if requested == "auto":
         return "4bit" if weight_bytes(shape, "none", dtype_bytes) > 0.6 * memory_bytes else "none"

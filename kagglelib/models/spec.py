@@ -1,12 +1,11 @@
 """What a model is: the ModelSpec (backbone, task, head, LoRA, quantisation, precision) and its allowed values."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
-from ..data.text import TextConfig
+from ..core.checks import check_settings
 from .device import SDPA_SOFTCAP_MESSAGE
 
 
@@ -34,7 +33,7 @@ LORA_TARGETS = {
 
 @dataclass
 class ModelSpec:
-    """Everything needed to rebuild a model; its field names are shared with the training config."""
+    """Everything needed to rebuild a model (a training config holds one as ``model``)."""
 
     backbone: str = "minilm"          # hub id, local folder, Kaggle input name, "minilm", "tiny-gemma2", "tiny-deberta"
     task: str = "classifier"          # classifier | next_token
@@ -52,9 +51,14 @@ class ModelSpec:
     attn_implementation: str = "auto"  # auto: Gemma-2 gets flash-attn>=2.6 / flex (sm80+) / eager (softcapping kept)
     precision: str = "auto"           # auto | bf16 | fp16 | fp32
     allow_download: bool = False      # may the hub be contacted when weights are not found locally
-    seed: int = 42                    # also seeds the random init of the tiny smoke backbones
+    seed: int = 42                    # the run's seed: random inits (tiny smoke backbones, new heads), data order
+
+    SETTING_RULES: ClassVar[dict[str, str]] = {
+        "head_layers": "int>=1", "head_dropout": "[0,1)", "lora_r": "int>=1", "lora_alpha": "num>0",
+        "lora_dropout": "[0,1)", "freeze_layers": "int>=0", "seed": "int>=0"}
 
     def __post_init__(self) -> None:
+        check_settings(self, self.SETTING_RULES)
         checks = {"task": TASKS, "lora_init": LORA_INITS, "quantization": QUANTIZATIONS, "precision": PRECISIONS}
         for name, allowed in checks.items():
             if getattr(self, name) not in allowed:
@@ -81,21 +85,3 @@ class ModelSpec:
     def backbone_is_gemma2_like(self) -> bool:
         """True when the backbone's name says Gemma-2 (checked again on the loaded config's model_type)."""
         return "gemma-2" in self.backbone.lower() or "gemma2" in self.backbone.lower()
-
-
-def _set_fields(source: Any, cls: type) -> dict[str, Any]:
-    """The fields of dataclass ``cls`` that ``source`` (an object or a dict) sets to something other than None."""
-    get = source.get if isinstance(source, dict) else (lambda k: getattr(source, k, None))
-    return {f.name: get(f.name) for f in dataclasses.fields(cls) if get(f.name) is not None}
-
-
-def spec_from(source: Any, **overrides: Any) -> ModelSpec:
-    """A ModelSpec from any object or dict carrying (a superset of) its fields."""
-    values = _set_fields(source, ModelSpec)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return ModelSpec(**values)
-
-
-def text_config_from(source: Any) -> TextConfig:
-    """A TextConfig from any object or dict carrying its fields (missing ones keep their defaults)."""
-    return TextConfig(**_set_fields(source, TextConfig))

@@ -50,25 +50,27 @@ MODELS = ("lgbm", "logreg")
 
 @dataclass
 class BaselineConfig(RunConfig):
-    """Notebook 02 parameters: data/run contract plus feature and model knobs (None = profile default)."""
+    """Notebook 02 parameters: data/run contract plus feature and model knobs (defaults: cpu-sample's)."""
 
     run_name: str = "baseline"
     model: str = "lgbm"                    # lgbm | logreg: the model whose predictions are submitted
     n_folds: int = 5                       # StratifiedGroupKFold folds (grouped by prompt)
     seed: int = 42                         # folds, subsampling and LightGBM seed
     max_train_rows: int = 0                # 0 = all rows; else a seeded subsample (debug switch)
-    use_embeddings: bool | None = None     # add MiniLM prompt/response cosines (one 256-token window per text)
-    embedding_components: int | None = None  # > 0: MiniLM over whole texts (kagglelib.pairwise, 04's cache): cosines + this many projections
+    use_embeddings: bool = False           # add MiniLM prompt/response cosines (one 256-token window per text)
+    embedding_components: int = 8          # > 0: MiniLM over whole texts (kagglelib.pairwise, 04's cache): cosines + this many projections
     compare: bool = True                   # also fit the other model (lgbm <-> logreg) for the comparison table
-    n_estimators: int | None = None        # LightGBM max boosting rounds (early stopping picks fewer)
-    learning_rate: float | None = None     # LightGBM learning rate
+    n_estimators: int = 2000               # LightGBM max boosting rounds (early stopping picks fewer)
+    learning_rate: float = 0.02            # LightGBM learning rate
     num_leaves: int = 7                    # LightGBM leaves per tree (small: the sample has 1,110 rows)
     min_child_samples: int = 40            # LightGBM minimum rows per leaf
     feature_fraction: float = 0.5          # LightGBM share of features per tree
     bagging_fraction: float = 0.8          # LightGBM share of rows per tree
     lambda_l2: float = 10.0                # LightGBM L2 penalty on leaf values
     early_stopping_rounds: int = 100       # stop when the fold's validation loss stalls this long
-    num_threads: int | None = None         # LightGBM threads (cpu-sample 1: small data, more threads only contend)
+    # LightGBM threads; on the sample's 20 fits of ~1,800 rows 1 thread took 23 s, 2 threads 361 s on 2 loaded cores
+    # (same predictions): small data, more threads only contend. GPU profiles (57k rows): 2.
+    num_threads: int = 1
     extra_trees: bool = True               # LightGBM random split thresholds (regularises; better CV on the sample)
     logreg_C: float = 0.002                # inverse L2 strength of the all-features logistic regression
     length_logreg_C: float = 1.0           # inverse L2 strength of the length-only logistic regression
@@ -78,13 +80,10 @@ class BaselineConfig(RunConfig):
     cache_dir: str = ""                    # embedding cache; "" = <output_dir>/cache/embeddings
 
     PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
-        "cpu-sample": {"use_embeddings": False, "embedding_components": 8, "n_estimators": 2000, "learning_rate": 0.02,
-                       # 20 fits on ~1,800 rows: 1 thread took 23 s, 2 threads 361 s on 2 loaded cores (same numbers)
-                       "num_threads": 1},
         "kaggle-t4": {"use_embeddings": True, "embedding_components": 0, "n_estimators": 5000, "learning_rate": 0.03,
                       "num_threads": 2},
         "colab-a100": {"use_embeddings": True, "embedding_components": 0, "n_estimators": 5000, "learning_rate": 0.03,
-                      "num_threads": 2},
+                       "num_threads": 2},
     }
 
     SETTING_RULES: ClassVar[dict[str, str]] = {

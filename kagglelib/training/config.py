@@ -1,17 +1,17 @@
 """Fine-tuning settings (notebooks 03 and 04): one TrainConfig, the decoder and encoder variants and their profiles."""
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..core.checks import check_settings
 from ..core.io import comma_list, read_json
-from ..models.spec import SMOKE_BACKBONES, spec_from, text_config_from
-from ..run.config import METADATA_KEYS, RunConfig, from_params
+from ..data.text import TextConfig
+from ..models.spec import ModelSpec
+from ..run.config import METADATA_KEYS, RunConfig, make_config, parameter_names
 
 
 log = logging.getLogger(__name__)
@@ -56,62 +56,46 @@ def report_targets(report_to: str) -> str | list[str]:
 
 @dataclass
 class TrainConfig(RunConfig):
-    """All knobs of one fine-tuning run; ``None`` = the profile's value (see the subclasses' tables)."""
+    """All knobs of one fine-tuning run: the model spec, the text budgets and the training settings.
 
-    # model (names shared with models.ModelSpec)
-    backbone: str | None = None            # hub id / folder / Kaggle input name / minilm / tiny-gemma2 / tiny-deberta
-    task: str = "classifier"               # classifier | next_token (causal LM scores "0"/"1"/"2")
-    head_layers: int | None = None         # 1 or 3
-    head_dropout: float = 0.1
+    Build it with :func:`kagglelib.run.config.make_config` (flat names: ``make_config(EncoderTrainConfig,
+    backbone="tiny-deberta", lora_r=8)``) or ``from_params`` in a notebook: defaults <- profile <- your values.
+    The defaults are each subclass's ``cpu-sample`` values; ``PROFILE_DEFAULTS`` holds the GPU profiles'.
+    """
+
+    model: ModelSpec = field(default_factory=ModelSpec)   # backbone, head, LoRA, quantization, precision, seed
+    text: TextConfig = field(default_factory=TextConfig)   # max_length, prompt_tokens, response_tokens, head_ratio
     head_prior_init: bool = True           # start the head's bias at log(class prior of the training fold)
-    use_lora: bool | None = None           # False = full fine-tuning
-    lora_r: int | None = None
-    lora_alpha: int | None = None
-    lora_dropout: float = 0.05
-    lora_targets: str = ""                 # "" = default for the model_type
-    lora_init: str | None = None           # default | pissa | pissa_niter_4
-    quantization: str = "none"             # none | 4bit | 8bit
-    freeze_layers: int | None = None       # first N transformer layers frozen (no LoRA / no gradient)
-    gradient_checkpointing: bool | None = None
-    attn_implementation: str = "auto"
-    precision: str | None = None           # auto | bf16 | fp16 | fp32
-    allow_download: bool | None = None
-    # text (names shared with text.TextConfig)
-    max_length: int | None = None
-    prompt_tokens: int | None = None
-    response_tokens: int | None = None
-    head_ratio: float = 0.5
     # data
     fold: int = 0                          # validation fold of data.make_folds
     folds: str = ""                        # "" = just ``fold``; "all" or "0,2": each fold in runs/<name>/fold<k>/ + oof.csv
     n_folds: int = 5
     fold_seed: int = 42
-    max_train_rows: int | None = None      # 0 = all training-fold rows
-    max_valid_rows: int | None = None      # 0 = the whole validation fold
-    # optimisation
-    epochs: float | None = None
-    max_steps: int | None = None           # > 0 overrides epochs
-    batch_size: int | None = None          # rows (pairs) per device per step
-    eval_batch_size: int | None = None
-    grad_accum: int | None = None
-    lr: float | None = None
-    head_lr: float | None = None           # learning rate of the classification head (None: the profile's)
+    max_train_rows: int = 0                # 0 = all training-fold rows
+    max_valid_rows: int = 0                # 0 = the whole validation fold
+    # optimisation (the seed of data order and the Trainer is model.seed)
+    epochs: float = 1.0
+    max_steps: int = 0                     # > 0 overrides epochs
+    batch_size: int = 4                    # rows (pairs) per device per step
+    eval_batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 1e-4
+    head_lr: float = 1e-4                  # learning rate of the classification head
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
-    scheduler: str | None = None           # cosine | linear
+    scheduler: str = "cosine"              # cosine | linear
     optim: str = "adamw_torch"             # Trainer optimizer; paged_adamw_8bit (bitsandbytes, CUDA): public Gemma-2 QLoRA
     label_smoothing: float = 0.0
-    swap_aug: str | None = None            # none | concat (both orders as rows) | pair (both orders in one batch)
+    swap_aug: str = "none"                 # none | concat (both orders as rows) | pair (both orders in one batch)
     rdrop_alpha: float = 0.0               # > 0: R-Drop symmetric-KL weight
     ema_decay: float = 0.0                 # > 0: EMA of the trainable weights, used for eval and the saved model
     early_stopping_patience: int = 0       # > 0: stop after this many evals without a better valid log loss, keep the best
-    eval_steps: int | None = None          # 0 = evaluate once per epoch
-    save_steps: int | None = None          # 0 = checkpoint at each evaluation
+    eval_steps: int = 0                    # 0 = evaluate once per epoch
+    save_steps: int = 500                  # 0 = checkpoint at each evaluation
     save_total_limit: int = 2
     resume: str = "auto"                   # auto = latest checkpoint of this run if any; "" = fresh; or a path
     keep_checkpoints: bool = False         # keep checkpoints/ after a successful run
-    seed: int = 42
-    logging_steps: int | None = None
+    logging_steps: int = 10
     progress: bool = True                  # tqdm bars
     report_to: str = "none"                # Trainer logging: none | tensorboard | wandb | all | a comma list
     # distillation: loss = (1 - alpha) * CE(labels) + alpha * T^2 * KL(teacher_T || student_T)
@@ -120,25 +104,20 @@ class TrainConfig(RunConfig):
     distill_temperature: float = 2.0       # T: both distributions softened by T
     teacher_other_data: bool = False       # True: the teacher never trained on these rows (skips the out-of-fold check)
 
-    # Range of every numeric setting (kagglelib.core.checks), checked once the profile has filled the Nones.
+    # Range of every numeric setting (kagglelib.core.checks); ModelSpec and TextConfig check their own.
     SETTING_RULES: ClassVar[dict[str, str]] = {
-        "head_layers": "int>=1", "head_dropout": "[0,1)", "lora_r": "int>=1", "lora_alpha": "num>0",
-        "lora_dropout": "[0,1)", "freeze_layers": "int>=0", "max_length": "int>=1", "prompt_tokens": "int>=0",
-        "response_tokens": "int>=1", "head_ratio": "[0,1]", "fold": "int>=0", "n_folds": "int>=2",
-        "fold_seed": "int>=0", "max_train_rows": "int>=0", "max_valid_rows": "int>=0", "epochs": "num>0",
-        "max_steps": "int>=0", "batch_size": "int>=1", "eval_batch_size": "int>=1", "grad_accum": "int>=1",
-        "lr": "num>0", "head_lr": "num>0", "weight_decay": "num>=0", "warmup_ratio": "[0,1]",
-        "label_smoothing": "[0,1)", "rdrop_alpha": "num>=0", "ema_decay": "[0,1)", "early_stopping_patience": "int>=0",
-        "eval_steps": "int>=0", "save_steps": "int>=0", "save_total_limit": "int>=1", "seed": "int>=0",
-        "logging_steps": "int>=1", "distill_alpha": "[0,1]", "distill_temperature": "num>0"}
+        "fold": "int>=0", "n_folds": "int>=2", "fold_seed": "int>=0", "max_train_rows": "int>=0",
+        "max_valid_rows": "int>=0", "epochs": "num>0", "max_steps": "int>=0", "batch_size": "int>=1",
+        "eval_batch_size": "int>=1", "grad_accum": "int>=1", "lr": "num>0", "head_lr": "num>0",
+        "weight_decay": "num>=0", "warmup_ratio": "[0,1]", "label_smoothing": "[0,1)", "rdrop_alpha": "num>=0",
+        "ema_decay": "[0,1)", "early_stopping_patience": "int>=0", "eval_steps": "int>=0", "save_steps": "int>=0",
+        "save_total_limit": "int>=1", "logging_steps": "int>=1", "distill_alpha": "[0,1]",
+        "distill_temperature": "num>0"}
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if getattr(self, "method", "finetune") not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        missing = [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is None]
-        if missing:
-            raise ValueError(f"{type(self).__name__}: no value and no {self.profile} default for {missing}")
         check_settings(self, self.SETTING_RULES)
         if self.swap_aug not in SWAP_MODES:
             raise ValueError(f"swap_aug must be one of {SWAP_MODES}, got {self.swap_aug!r}")
@@ -153,16 +132,14 @@ class TrainConfig(RunConfig):
             raise ValueError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
         if not self.distill_temperature > 0:
             raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature}")
-        spec_from(self)   # validates the model fields early
-        text_config_from(self)   # validates the text fields early
 
     @property
     def smoke(self) -> bool:
         """True for randomly initialised tiny backbones: plumbing checks, never results."""
-        return self.backbone in SMOKE_BACKBONES
+        return self.model.smoke
 
 
-# What the two GPU profiles of each class share (cpu-sample differs in every one of these keys).
+# What the two GPU profiles of each class share (the cpu-sample defaults differ in every one of these keys).
 _DECODER_GPU = dict(head_layers=1, lora_r=16, lora_alpha=32, lora_init="default", gradient_checkpointing=True,
                     prompt_tokens=256, response_tokens=768, max_train_rows=0, max_valid_rows=0, max_steps=0, lr=1e-4,
                     head_lr=1e-4, swap_aug="concat", eval_steps=0, save_steps=200, logging_steps=10,
@@ -177,12 +154,20 @@ class DecoderTrainConfig(TrainConfig):
     """Notebook 03: any decoder LM (Gemma-2, Qwen, Llama) with LoRA, as a classifier or next-token scorer."""
 
     run_name: str = "gemma_lora"
-    # the same on every profile
-    use_lora: bool = True
-    freeze_layers: int = 0
-    epochs: float = 1.0
-    batch_size: int = 4
-    scheduler: str = "cosine"
+    # cpu-sample (the defaults): random tiny Gemma-2 smoke run, exercises LoRA + PiSSA + 3-layer head + checkpoint/resume.
+    model: ModelSpec = field(default_factory=lambda: ModelSpec(
+        backbone="tiny-gemma2", head_layers=3, lora_r=8, lora_alpha=16, lora_init="pissa_niter_4", precision="fp32"))
+    text: TextConfig = field(default_factory=lambda: TextConfig(max_length=192, prompt_tokens=48, response_tokens=64))
+    max_train_rows: int = 64
+    max_valid_rows: int = 48
+    max_steps: int = 12
+    eval_batch_size: int = 32
+    lr: float = 2e-3
+    head_lr: float = 2e-3
+    swap_aug: str = "pair"
+    eval_steps: int = 6
+    save_steps: int = 6
+    logging_steps: int = 2
     PROFILE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
         # `python -m kagglelib.plan --profile colab-a100 --notebook 03`: 9B bf16 LoRA, 27 GiB of an A100-40's 39,
         # 3.6e18 FLOP, ~9.6 h at 35% of 312 TFLOP/s (Colab Pro+ sessions: 24 h; checkpoints every 200 steps).
@@ -192,13 +177,7 @@ class DecoderTrainConfig(TrainConfig):
         # (4.9 GiB of weights, no 4-bit dequantisation cost) over the whole training fold once, without swap
         # copies (TTA covers order at inference): 3.7e17 FLOP, 7.8 GiB per T4, ~2.9 h data-parallel on both T4s.
         "kaggle-t4": {**_DECODER_GPU, "backbone": "google/gemma-2-2b-it", "precision": "fp16",
-                      "allow_download": False, "max_length": 1024, "swap_aug": "none"},
-        # Smoke run on CPU: random tiny Gemma-2, exercises LoRA + PiSSA + 3-layer head + checkpoint/resume.
-        "cpu-sample": dict(backbone="tiny-gemma2", head_layers=3, lora_r=8, lora_alpha=16, lora_init="pissa_niter_4",
-                           gradient_checkpointing=False, precision="fp32", allow_download=False, max_length=192,
-                           prompt_tokens=48, response_tokens=64, max_train_rows=64, max_valid_rows=48, max_steps=12,
-                           eval_batch_size=32, grad_accum=1, lr=2e-3, head_lr=2e-3, swap_aug="pair", eval_steps=6,
-                           save_steps=6, logging_steps=2),
+                      "max_length": 1024, "swap_aug": "none"},
     }
 
 
@@ -207,20 +186,19 @@ class EncoderTrainConfig(TrainConfig):
     """Notebook 04: DeBERTa-v3 / BERT-family / MiniLM classifier (full fine-tune by default)."""
 
     run_name: str = "encoder"
-    # the same on every profile
-    head_layers: int = 1
-    use_lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_init: str = "default"
-    max_train_rows: int = 0
-    max_valid_rows: int = 0
+    # cpu-sample (the defaults): real pretrained MiniLM on the bundled sample. Fine-tuning it on ~900 rows scores worse
+    # than the class prior out of fold (1.1098); the frozen pairwise recipe reads every text whole and learns (README).
+    model: ModelSpec = field(default_factory=lambda: ModelSpec(backbone="minilm", use_lora=False, freeze_layers=1,
+                                                               precision="fp32"))
+    text: TextConfig = field(default_factory=lambda: TextConfig(max_length=256, prompt_tokens=32, response_tokens=96))
     epochs: float = 2.0
-    max_steps: int = 0
-    eval_steps: int = 0
-    save_steps: int = 500
+    batch_size: int = 8
+    eval_batch_size: int = 64
+    head_lr: float = 3e-3
+    scheduler: str = "linear"
+    logging_steps: int = 20
     # method="pairwise" (kagglelib.models.pairwise): frozen encoder over whole texts + swap-symmetric head, every fold
-    method: str | None = None              # finetune | pairwise
+    method: str = "pairwise"               # finetune | pairwise
     window_tokens: int = 128               # pairwise: tokens per encoder window (each text read in windows)
     max_windows: int = 4                   # pairwise: windows per text (beyond: the first ones and the last)
     pairwise_max_chars: int = 6000         # pairwise: head+tail character cut before tokenising
@@ -244,16 +222,10 @@ class EncoderTrainConfig(TrainConfig):
         # Plan: without checkpointing 8x1536 needs ~64 GiB of activations (DeBERTa's 16 heads x 1536^2 scores per
         # layer); with it 12.8 GiB of an A100-40, ~1.2 h.
         "colab-a100": {**_ENCODER_GPU, "precision": "bf16", "allow_download": True, "max_length": 1536,
-                       "batch_size": 8, "eval_batch_size": 16, "grad_accum": 2},
+                       "eval_batch_size": 16, "grad_accum": 2},
         # Plan: full fine-tune fp16, 10.4 GiB of 15 per T4, 3.9e17 FLOP, ~2.9 h on both T4s (2 epochs, swap copies).
-        "kaggle-t4": {**_ENCODER_GPU, "precision": "fp16", "allow_download": False, "max_length": 1024,
+        "kaggle-t4": {**_ENCODER_GPU, "precision": "fp16", "max_length": 1024,
                       "batch_size": 4, "eval_batch_size": 8, "grad_accum": 4},
-        # Real pretrained MiniLM on the bundled sample. Fine-tuning it on ~900 rows scores worse than the class
-        # prior out of fold (1.1098); the frozen pairwise recipe reads every text whole and learns (README).
-        "cpu-sample": dict(method="pairwise", backbone="minilm", freeze_layers=1, gradient_checkpointing=False, precision="fp32",
-                           allow_download=False, max_length=256, prompt_tokens=32, response_tokens=96, batch_size=8,
-                           eval_batch_size=64, grad_accum=1, lr=1e-4, head_lr=3e-3, scheduler="linear",
-                           swap_aug="none", logging_steps=20),
     }
 
 
@@ -295,11 +267,11 @@ def fold_list(cfg: TrainConfig) -> list[int]:
 
 
 def config_from_json(path: str | Path) -> TrainConfig:
-    """A config from a JSON file of field values (``config_class`` picks Decoder/Encoder/TrainConfig)."""
+    """A config from a JSON file of flat parameter values, as ``config.json`` holds them (``config_class`` picks
+    Decoder/Encoder/TrainConfig); names missing from an older file take the profile's value."""
     raw = read_json(path)
     cls = CONFIG_CLASSES.get(raw.pop("config_class", "TrainConfig"), TrainConfig)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names - set(METADATA_KEYS))
+    unknown = sorted(set(raw) - set(parameter_names(cls)) - set(METADATA_KEYS))
     if unknown:
         raise ValueError(f"{path}: unknown config field(s) {unknown}")
-    return from_params(cls, raw)
+    return make_config(cls, **{k: v for k, v in raw.items() if k not in METADATA_KEYS})

@@ -34,8 +34,7 @@ from ..data.frame import WINNER_COLUMNS, is_soft, rows_by_id, targets
 from ..models.build import build_model, count_parameters, init_head_bias, label_token_ids
 from ..models.forward import padding_side
 from ..models.saved import inference_needs, save_for_inference, save_pissa_init
-from ..models.spec import spec_from
-from ..run.config import save_config
+from ..run.config import flatten, save_config
 from ..run.info import write_heldout, write_run_info
 from ..run.preflight import check_training_rows, check_unique_ids
 from ..run.folder import Run
@@ -82,7 +81,7 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None,
 def resume_state(cfg: TrainConfig) -> dict[str, Any]:
     """What checkpoints belong to: every setting that shapes training, the train files' and the teacher's content."""
     skip = ("resume", "keep_checkpoints", "progress", "logging_steps")
-    state = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
+    state = {k: v for k, v in flatten(cfg).items() if k not in skip}
     state["train_sha256"] = files_sha256(cfg.train_path)
     if cfg.teacher:   # by content: a replaced teacher file or a retrained teacher run is another teacher
         state["teacher_identity"] = teacher_identity(cfg)
@@ -93,7 +92,7 @@ def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | N
            interrupt_at_step: int | None, work: Path | None = None) -> dict[str, Any]:
     """One fold's training into ``run_dir``; ``work`` (default ``runs/.<run_name>.work``) keeps its checkpoints."""
     t0 = time.monotonic()
-    spec = spec_from(cfg)
+    spec = cfg.model
     work = work if work is not None else work_dir(cfg.output_dir, cfg.run_name)
     ckpt_dir = work / "checkpoints"
     state = resume_state(cfg)
@@ -101,9 +100,9 @@ def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | N
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     inputs = read_inputs(cfg)   # train files, folds, test file, teacher: checked before the (maybe 9B) load
     model, tokenizer = build_model(spec)
-    label_ids = label_token_ids(tokenizer) if cfg.task == "next_token" else None
+    label_ids = label_token_ids(tokenizer) if spec.task == "next_token" else None
     splits = load_splits(cfg, tokenizer, inputs)
-    if cfg.task == "classifier" and cfg.head_prior_init:   # (a resumed run then loads its checkpoint over this)
+    if spec.task == "classifier" and cfg.head_prior_init:   # (a resumed run then loads its checkpoint over this)
         init_head_bias(model, np.bincount(splits.train_labels, minlength=3) / len(splits.train_labels))
     args = training_arguments(cfg, len(splits.train), world_size, ckpt_dir)
     # Validation rows sorted by length (less padding); predictions are put back in file order below.
@@ -118,9 +117,9 @@ def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | N
         cbs.append(InterruptAt(interrupt_at_step))
     trainer = ArenaTrainer(
         model=model, args=args, train_dataset=splits.train, eval_dataset=[splits.valid[i] for i in order],
-        data_collator=Collator(tokenizer.pad_token_id, padding_side(cfg.task)), processing_class=tokenizer,
-        compute_metrics=compute_metrics, callbacks=cbs, task=cfg.task, label_token_ids=label_ids,
-        label_smoothing=cfg.label_smoothing, rdrop_alpha=cfg.rdrop_alpha, head_lr=cfg.head_lr or cfg.lr, ema=ema,
+        data_collator=Collator(tokenizer.pad_token_id, padding_side(spec.task)), processing_class=tokenizer,
+        compute_metrics=compute_metrics, callbacks=cbs, task=spec.task, label_token_ids=label_ids,
+        label_smoothing=cfg.label_smoothing, rdrop_alpha=cfg.rdrop_alpha, head_lr=cfg.head_lr, ema=ema,
         distill_alpha=cfg.distill_alpha if cfg.teacher else 0.0, distill_temperature=cfg.distill_temperature)
     main = trainer.is_world_process_zero()
     # PiSSA's initial adapter is resumption state (needed to save the adapter as plain LoRA at the end): it lives
@@ -170,8 +169,8 @@ def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | N
         "global_step": int(trainer.state.global_step), "epochs_done": float(trainer.state.epoch or 0),
         "train_loss": float(result.training_loss), "best_valid_log_loss": trainer.state.best_metric,
         "history": eval_hist, "train_history": train_hist, "trainable_params": trainable, "total_params": total,
-        "world_size": world_size, "resumed_from": resume, "smoke": cfg.smoke, "backbone": cfg.backbone,
-        "task": cfg.task, "seconds": round(earlier + time.monotonic() - t0, 2), "peak_memory_mb": round(_peak_memory_mb(), 1),
+        "world_size": world_size, "resumed_from": resume, "smoke": cfg.smoke, "backbone": spec.backbone,
+        "task": spec.task, "seconds": round(earlier + time.monotonic() - t0, 2), "peak_memory_mb": round(_peak_memory_mb(), 1),
         "data_warnings": data_warnings(cfg),   # e.g. no ties at all in the train file
         "data_report": splits.report, "teacher": cfg.teacher,
         "teacher_identity": teacher_identity(cfg) if cfg.teacher else None,
@@ -182,7 +181,7 @@ def _train(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback] | N
         write_heldout(files.valid_preds_file, splits.valid_df, probs, splits.valid_df["fold"].to_numpy())
         save_for_inference(trainer.model, tokenizer, files.model_dir, pissa_init)
         write_run_info(run_dir, "transformer", splits.layout, splits.source, **inference_needs(spec))
-        title = f"{cfg.run_name}: {cfg.backbone} ({cfg.task})" + ("  [SMOKE: random tiny model, not a result]"
+        title = f"{cfg.run_name}: {spec.backbone} ({spec.task})" + ("  [SMOKE: random tiny model, not a result]"
                                                                   if cfg.smoke else "")
         import matplotlib.pyplot as plt
 
@@ -257,7 +256,7 @@ def train_folds(cfg: TrainConfig, run_dir: Path, callbacks: list[TrainerCallback
         "n_valid": int(len(oof)), "n_train": int(len(df)), "folds": ks, "oof": True,
         "per_fold": [{"fold": k, **{m: o.get(m) for m in ("valid_log_loss", "valid_accuracy", "n_train", "n_valid",
                                                          "global_step", "seconds")}} for k, o in zip(ks, per_fold)],
-        "smoke": cfg.smoke, "backbone": cfg.backbone, "task": cfg.task, "teacher": cfg.teacher,
+        "smoke": cfg.smoke, "backbone": cfg.model.backbone, "task": cfg.model.task, "teacher": cfg.teacher,
         "data_report": per_fold[0].get("data_report"), "data_warnings": per_fold[0].get("data_warnings"),
         "seconds": round(time.monotonic() - t0, 2),
         "fold_seconds_total": round(sum(float(o.get("seconds") or 0) for o in per_fold), 2),

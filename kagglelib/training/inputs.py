@@ -15,7 +15,6 @@ from ..data.frame import WINNER_COLUMNS, content_fingerprint, is_soft, swap_ab, 
 from ..data.load import load_arena
 from ..data.text import INSTRUCTION, encode_pairs
 from ..models.forward import pad_batch
-from ..models.spec import text_config_from
 from ..run.folder import Run
 from ..run.info import provenance
 from ..run.layout import read_predictions
@@ -154,7 +153,7 @@ class Inputs:
 def read_inputs(cfg: TrainConfig) -> Inputs:
     """Read and check the train file(s), the folds, the test file and the teacher: a bad one fails in seconds."""
     df, folds = arena_with_folds(cfg)
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(cfg.model.seed)
     train_idx, valid_idx = np.flatnonzero(folds != cfg.fold), np.flatnonzero(folds == cfg.fold)
     if cfg.max_train_rows and len(train_idx) > cfg.max_train_rows:
         train_idx = np.sort(rng.choice(train_idx, cfg.max_train_rows, replace=False))
@@ -167,8 +166,8 @@ def read_inputs(cfg: TrainConfig) -> Inputs:
 def load_splits(cfg: TrainConfig, tokenizer: Any, inputs: Inputs) -> Splits:
     """Split off fold ``cfg.fold`` of the checked inputs and encode its rows (with swaps) for ``tokenizer``."""
     df, folds, train_idx, valid_idx, teacher = inputs.df, inputs.folds, inputs.train_idx, inputs.valid_idx, inputs.teacher
-    suffix = INSTRUCTION if cfg.task == "next_token" else ""
-    tcfg = text_config_from(cfg)
+    suffix = INSTRUCTION if cfg.model.task == "next_token" else ""
+    tcfg = cfg.text
     train_df, valid_df = df.iloc[train_idx].reset_index(drop=True), df.iloc[valid_idx].reset_index(drop=True)
     valid_df["fold"] = folds[valid_idx]
     ids = encode_pairs(tokenizer, train_df, tcfg, suffix)

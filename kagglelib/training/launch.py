@@ -13,7 +13,6 @@ second call in the same kernel both do; fresh processes have no such state.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -27,6 +26,7 @@ import torch
 from transformers import TrainerCallback
 
 from ..core.io import read_json
+from ..run.config import flatten
 from .config import TrainConfig
 from .fit import train as train_here
 
@@ -78,7 +78,7 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None,
         return train_here(cfg, callbacks, interrupt_at_step)
     with tempfile.TemporaryDirectory(prefix="kagglelib-launch-") as tmp:
         path = Path(tmp) / "train_config.json"   # the --config file of the ranks (not a run folder)
-        path.write_text(json.dumps({**dataclasses.asdict(cfg), "config_class": type(cfg).__name__}))
+        path.write_text(json.dumps({**flatten(cfg), "config_class": type(cfg).__name__}))
         report = str(Path(tmp) / "report_{rank}.json")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PACKAGE_PARENT),
                                                                          os.environ.get("PYTHONPATH")]))}

@@ -229,7 +229,7 @@ class TrainingInterrupted(RuntimeError):
 def training_argument_kwargs(cfg: TrainConfig, n_train_rows: int, world_size: int, out_dir: Path) -> dict[str, Any]:
     """TrainingArguments keywords valid for the installed transformers (renamed options picked by its signature)."""
     accepted = inspect.signature(TrainingArguments.__init__).parameters
-    precision = resolve_precision(cfg.precision)
+    precision = resolve_precision(cfg.model.precision)
     per_epoch, total = planned_steps(n_train_rows, cfg.batch_size, cfg.grad_accum, world_size, cfg.epochs,
                                      cfg.max_steps)
     eval_steps = cfg.eval_steps or per_epoch
@@ -253,11 +253,11 @@ def training_argument_kwargs(cfg: TrainConfig, n_train_rows: int, world_size: in
         load_best_model_at_end=load_best, metric_for_best_model="log_loss", greater_is_better=False,
         logging_steps=min(cfg.logging_steps, max(1, eval_steps)), logging_first_step=True,
         label_names=["labels"], remove_unused_columns=False, report_to=report_targets(cfg.report_to),
-        seed=cfg.seed, data_seed=cfg.seed,
+        seed=cfg.model.seed, data_seed=cfg.model.seed,
         disable_tqdm=not cfg.progress, dataloader_num_workers=0,
         ddp_backend="gloo" if world_size > 1 and not cuda else None, ddp_find_unused_parameters=False)
     # QLoRA enables checkpointing in prepare_model_for_kbit_training already.
-    checkpointing = cfg.gradient_checkpointing and cfg.quantization == "none"
+    checkpointing = cfg.model.gradient_checkpointing and cfg.model.quantization == "none"
     # activation_checkpointing* / train_sampling_strategy replaced gradient_checkpointing* / group_by_length
     # in transformers 5.x; the floor (requirements.txt) has only the old names.
     prefix = "activation" if "activation_checkpointing" in accepted else "gradient"

@@ -39,18 +39,18 @@ def candidates(cfg: Any) -> list[tuple[int, float]]:
 
 def head_config(cfg: Any) -> pairwise.HeadConfig:
     """The head's training settings from a training config."""
-    return pairwise.HeadConfig(layers=cfg.head_layers, hidden=cfg.pairwise_hidden, dropout=cfg.head_dropout,
-                               steps=cfg.pairwise_steps, lr=cfg.pairwise_lr, seed=cfg.seed,
-                               symmetric=cfg.pairwise_head == "symmetric")
+    return pairwise.HeadConfig(layers=cfg.model.head_layers, hidden=cfg.pairwise_hidden,
+                               dropout=cfg.model.head_dropout, steps=cfg.pairwise_steps, lr=cfg.pairwise_lr,
+                               seed=cfg.model.seed, symmetric=cfg.pairwise_head == "symmetric")
 
 
 def tune_config(cfg: Any) -> TuneConfig:
     """How ``pairwise_tune="ffn"`` trains the block, from a training config."""
-    return TuneConfig(use_lora=cfg.use_lora, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                      init=cfg.lora_init, epochs=cfg.pairwise_tune_epochs,
-                      lr=cfg.pairwise_lora_lr if cfg.use_lora else cfg.pairwise_tune_lr,
+    m = cfg.model
+    return TuneConfig(use_lora=m.use_lora, r=m.lora_r, alpha=m.lora_alpha, dropout=m.lora_dropout, init=m.lora_init,
+                      epochs=cfg.pairwise_tune_epochs, lr=cfg.pairwise_lora_lr if m.use_lora else cfg.pairwise_tune_lr,
                       head_lr=cfg.pairwise_tune_head_lr, tokens=cfg.pairwise_tune_tokens,
-                      batch=cfg.pairwise_tune_batch, seed=cfg.seed)
+                      batch=cfg.pairwise_tune_batch, seed=m.seed)
 
 
 def nested_cv(df: pd.DataFrame, emb: dict[str, np.ndarray], targets: np.ndarray, folds: np.ndarray,
@@ -164,7 +164,7 @@ def train_pairwise(cfg: Any, run_dir: Path, df: pd.DataFrame, folds: np.ndarray)
     if "label" not in df.columns:
         raise ValueError(f"{cfg.train_path}: no winner columns, cannot train")
     layout = df.attrs["load_report"].layout if "load_report" in df.attrs else "kaggle"
-    encoder = pairwise.load_encoder(pairwise.encoder_folder(cfg.backbone))
+    encoder = pairwise.load_encoder(pairwise.encoder_folder(cfg.model.backbone))
     emb_kw = {"window_tokens": cfg.window_tokens, "max_windows": cfg.max_windows, "max_chars": cfg.pairwise_max_chars}
     cache = Path(cfg.output_dir) / "cache" / "embeddings"
     emb = pairwise.embed_frame(df, cache, encoder=encoder, progress=cfg.progress, **emb_kw)
@@ -192,8 +192,8 @@ def train_pairwise(cfg: Any, run_dir: Path, df: pd.DataFrame, folds: np.ndarray)
         **metrics.summarise(labels[real], oof[real], prefix="valid_"),
         "prior_log_loss": metrics.log_loss(labels[real], prior), "n_valid": int(real.sum()),
         "n_train": int(len(df)), "folds": [int(k) for k in np.unique(folds)], "oof": True, "per_fold": per_fold,
-        "method": "pairwise", "inner_scores": res["inner_scores"], "smoke": cfg.smoke, "backbone": cfg.backbone,
-        "task": cfg.task, "teacher": cfg.teacher, "seconds_embed": round(seconds_embed, 2),
+        "method": "pairwise", "inner_scores": res["inner_scores"], "smoke": cfg.smoke, "backbone": cfg.model.backbone,
+        "task": cfg.model.task, "teacher": cfg.teacher, "seconds_embed": round(seconds_embed, 2),
         "valid_ab_accuracy": metrics.ab_accuracy(labels[real], oof[real]),
     }
     out["beats_prior"] = bool(out["valid_log_loss"] < out["prior_log_loss"])
@@ -201,15 +201,15 @@ def train_pairwise(cfg: Any, run_dir: Path, df: pd.DataFrame, folds: np.ndarray)
     files = RunPaths(run_dir)
     write_heldout(files.oof_file, df, oof, folds)
     pairwise.save_heads(files.model_dir, res["heads"], head, res["components"],
-                        {"backbone": cfg.backbone, "emb_scale": cfg.pairwise_emb_scale, "tta": cfg.pairwise_tta,
+                        {"backbone": cfg.model.backbone, "emb_scale": cfg.pairwise_emb_scale, "tta": cfg.pairwise_tta,
                          "tune": cfg.pairwise_tune, **emb_kw})
     if tuned is not None:
         tune.save_blocks(files.model_dir, tuned["ffns"])
         out["seconds_token_states"] = tuned["seconds_token_states"]
-    needs = {"packages": [PACKAGE] if cfg.backbone == "minilm" else [], "base_model": None}
+    needs = {"packages": [PACKAGE] if cfg.model.backbone == "minilm" else [], "base_model": None}
     write_run_info(run_dir, "pairwise", layout, provenance(df, cfg.train_path), **needs)
     fig = inner_plot(res["inner_scores"], out["prior_log_loss"],
-                     f"{cfg.run_name}: {cfg.backbone} pairwise head, inner CV per fold")
+                     f"{cfg.run_name}: {cfg.model.backbone} pairwise head, inner CV per fold")
     save_figure(fig, files.loss_curve_file)
     plt.close(fig)
     out["seconds"] = round(time.monotonic() - t0, 2)
