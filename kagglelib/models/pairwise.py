@@ -26,6 +26,7 @@ import pandas as pd
 from ..core.io import atomic_path, folder_sha256, read_json, write_json
 from ..core.paths import minilm_dir
 from ..data.features import pair_forms
+from ..data.frame import swap_probs
 from ..data.text import head_tail_text, join_turns
 from ..run.names import RunPaths
 from .build import resolve_backbone
@@ -362,9 +363,13 @@ def head_probs(head: Any, norm: dict[str, np.ndarray], inputs: PairInputs, tta: 
     with torch.no_grad():
         probs = torch.softmax(head(*_tensors(inputs, norm)), -1).double().numpy()
         if tta:
-            swapped = torch.softmax(head(*_tensors(inputs.swapped(), norm)), -1).double().numpy()
-            probs = (probs + swapped[:, [1, 0, 2]]) / 2
+            probs = tta_average(probs, torch.softmax(head(*_tensors(inputs.swapped(), norm)), -1).double().numpy())
     return probs
+
+
+def tta_average(probs: np.ndarray, swapped: np.ndarray) -> np.ndarray:
+    """Swap TTA: the rows' probabilities averaged with those of the A/B-swapped rows, swapped back."""
+    return (probs + swap_probs(swapped)) / 2
 
 
 def l2_grid(text: str | Sequence[float]) -> list[float]:

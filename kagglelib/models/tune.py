@@ -21,10 +21,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ..core.io import atomic_path
+from ..core.io import atomic_path, folder_sha256
 from ..run.names import RunPaths
 from . import pairwise
-from .pairwise import PairInputs, SCALARS, padded, text_hash, text_windows
+from .pairwise import PairInputs, SCALARS, padded, text_hash, text_windows, tta_average
 
 FFN_TARGETS = ["dense"]   # LoRA targets inside the block: intermediate.dense and output.dense
 
@@ -51,24 +51,15 @@ def _block(model: Any) -> Any:
     return layers[-1]
 
 
-def weights_key(model: Any) -> str:
-    """Content hash of a model's weights (its parameters' bytes)."""
-    h = hashlib.sha256()
-    for name, p in model.state_dict().items():
-        h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def token_states(texts: Sequence[str], encoder: tuple, window_tokens: int = 128, max_windows: int = 4,
                  max_chars: int = 6000, batch_windows: int = 64, progress: bool = True) -> TokenStates:
     """One frozen encoder pass over every text's windows: the last block's input per token and the pooled means."""
     import torch
     from tqdm.auto import tqdm
 
-    tok, model, _ = encoder
+    tok, model, folder = encoder
     keys = [text_hash(str(t)) for t in texts]
-    memo = hashlib.sha256("|".join([weights_key(model), str(window_tokens), str(max_windows), str(max_chars),
+    memo = hashlib.sha256("|".join([folder_sha256(folder), str(window_tokens), str(max_windows), str(max_chars),
                                     *keys]).encode()).hexdigest()
     if memo in _STATES:
         return _STATES[memo]
@@ -103,6 +94,17 @@ def token_states(texts: Sequence[str], encoder: tuple, window_tokens: int = 128,
     _STATES.clear()   # one text set at a time: a fold loop reuses it, a new data set replaces it
     _STATES[memo] = result
     return result
+
+
+def frame_states(df: pd.DataFrame, encoder: tuple, progress: bool = True,
+                 **emb_kw: Any) -> tuple[TokenStates, np.ndarray, dict[str, np.ndarray]]:
+    """Token states of every distinct prompt / response text of ``df``; each row side's text index (prompts, then
+    responses A, then B: ``codes``); the frozen L2-normalised vectors per side ("p", "a", "b")."""
+    texts = pairwise.side_texts(df)
+    codes, uniques = pd.factorize(pd.concat([texts[s] for s in pairwise.SIDES], ignore_index=True))
+    states = token_states(list(uniques), encoder, progress=progress, **emb_kw)
+    frozen = torch_normalise(states.frozen)[codes]
+    return states, codes, dict(zip(pairwise.SIDES, np.split(frozen, len(pairwise.SIDES))))
 
 
 def ffn_block(model: Any) -> Any:
@@ -242,16 +244,11 @@ def load_predictor(run_dir: str | Path, cache_dir: str | Path | None = None) -> 
         blocks.append((ffn.eval(), head, norm, k))
 
     def predict(df: pd.DataFrame) -> np.ndarray:
-        texts = pairwise.side_texts(df)
-        n = len(df)
-        codes, uniques = pd.factorize(pd.concat([texts[s] for s in pairwise.SIDES], ignore_index=True))
-        states = token_states(list(uniques), encoder, progress=False, **emb_kw)
-        frozen = {s: v for s, v in zip(pairwise.SIDES, np.split(
-            torch_normalise(states.frozen)[codes], 3))}
+        states, codes, frozen = frame_states(df, encoder, progress=False, **emb_kw)
         probs = []
         for ffn, head, norm, k in blocks:
-            vec = pooled_exact(ffn, states, np.arange(len(uniques)))[codes]
-            e = {s: vec[i * n:(i + 1) * n] for i, s in enumerate(pairwise.SIDES)}
+            vec = pooled_exact(ffn, states, np.arange(len(states.keys)))[codes]
+            e = dict(zip(pairwise.SIDES, vec.split(len(df))))
             inputs = pairwise.pair_inputs(df, frozen, comps[k], state["emb_scale"])
             probs.append(head_forward(head, inputs, norm, e, comps[k], state.get("tta", False)))
         return np.mean(probs, axis=0)
@@ -276,5 +273,5 @@ def head_forward(head: Any, inputs: PairInputs, norm: dict[str, np.ndarray], e: 
         if tta:
             swapped = {"p": e["p"], "a": e["b"], "b": e["a"]}
             q = torch.softmax(head(*pair_tensors(inputs.swapped(), norm, swapped, components)), -1).double().numpy()
-            probs = (probs + q[:, [1, 0, 2]]) / 2
+            probs = tta_average(probs, q)
     return probs

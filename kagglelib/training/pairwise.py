@@ -92,8 +92,7 @@ def _nested_cv(df: pd.DataFrame, emb: dict[str, np.ndarray], targets: np.ndarray
         oof[held] = pairwise.head_probs(h, norm, inputs[k].take(held), tta)
         heads.append((int(fold), h, norm, k))
         chosen[int(fold)], inner[int(fold)] = {"components": k, "l2": l2}, scores
-    return {"oof": oof, "heads": heads, "chosen": chosen, "inner_scores": inner, "components": comps,
-            "inputs": inputs}
+    return {"oof": oof, "heads": heads, "chosen": chosen, "inner_scores": inner, "components": comps}
 
 
 def tune_folds(df: pd.DataFrame, encoder: tuple, res: dict[str, Any], targets: np.ndarray, folds: np.ndarray,
@@ -106,14 +105,10 @@ def tune_folds(df: pd.DataFrame, encoder: tuple, res: dict[str, Any], targets: n
     import torch
     from tqdm.auto import tqdm
 
-    texts = pairwise.side_texts(df)
     n = len(df)
-    codes, uniques = pd.factorize(pd.concat([texts[s] for s in pairwise.SIDES], ignore_index=True))
     t0 = time.monotonic()
-    states = tune.token_states(list(uniques), encoder, progress=progress, **emb_kw)
+    states, codes, emb = tune.frame_states(df, encoder, progress=progress, **emb_kw)
     seconds_states = round(time.monotonic() - t0, 2)
-    frozen = torch.nn.functional.normalize(states.frozen, dim=1).numpy()[codes]
-    emb = {s: frozen[i * n:(i + 1) * n] for i, s in enumerate(pairwise.SIDES)}
     sides = Sides(codes[:n], codes[n:2 * n], codes[2 * n:])
     base = tune.ffn_block(encoder[1])
     comps = res["components"]
@@ -127,7 +122,7 @@ def tune_folds(df: pd.DataFrame, encoder: tuple, res: dict[str, Any], targets: n
             k = res["chosen"][int(fold)]["components"]
             out = tune_fold(base, states, sides, inputs[k], targets, np.flatnonzero(folds != fold),
                             pairwise._replace(head, l2=res["chosen"][int(fold)]["l2"]),
-                            dataclasses.replace(tcfg, seed=tcfg.seed + int(fold)), comps[k], tta)
+                            dataclasses.replace(tcfg, seed=tcfg.seed + int(fold)), comps[k])
             held = np.flatnonzero(folds == fold)
             oof[held] = predict_rows(out["ffn"], out["head"], out["norm"], states, sides, inputs[k], held, comps[k],
                                      tta)

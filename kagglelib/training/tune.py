@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from ..models import pairwise, tune
-from ..scoring import metrics
 
 
 @dataclass
@@ -68,18 +67,12 @@ def predict_rows(ffn: Any, head: Any, norm: dict[str, np.ndarray], states: tune.
 
 def train_block(base: Any, states: tune.TokenStates, sides: Sides, inputs: pairwise.PairInputs,
                 targets: np.ndarray, rows: np.ndarray, head_cfg: pairwise.HeadConfig, cfg: TuneConfig,
-                components: np.ndarray | None, epochs: int, eval_rows: np.ndarray | None = None,
-                tta: bool = False) -> tuple[Any, Any, dict[str, np.ndarray], list[float]]:
-    """(block, head, standardisation, held-out loss after each epoch, epoch 0 first) trained on ``rows``."""
+                components: np.ndarray | None) -> tuple[Any, Any, dict[str, np.ndarray]]:
+    """(block, head, standardisation) trained together on ``rows`` for ``cfg.epochs``, the head from the frozen fit."""
     import torch
 
     head, norm = pairwise.fit_head(inputs.take(rows), targets[rows], head_cfg)
     ffn = tune.adapt(base, cfg.use_lora, cfg.r, cfg.alpha, cfg.dropout, cfg.init, cfg.seed)
-    history = []
-    score = lambda: metrics.log_loss(targets[eval_rows], predict_rows(  # noqa: E731
-        ffn, head, norm, states, sides, inputs, eval_rows, components, tta))
-    if eval_rows is not None:
-        history.append(score())
     block_params = [p for p in ffn.parameters() if p.requires_grad]
     opt = torch.optim.Adam([{"params": block_params, "lr": cfg.lr},
                             {"params": list(head.parameters()), "lr": cfg.head_lr}])
@@ -87,7 +80,7 @@ def train_block(base: Any, states: tune.TokenStates, sides: Sides, inputs: pairw
     rng = np.random.default_rng(cfg.seed)
     y = torch.from_numpy(np.asarray(targets, dtype=np.float32))
     head.train()
-    for _ in range(epochs):
+    for _ in range(cfg.epochs):
         order = rows[rng.permutation(len(rows))]
         for s in range(0, len(order), cfg.batch):
             batch = order[s:s + cfg.batch]
@@ -97,17 +90,12 @@ def train_block(base: Any, states: tune.TokenStates, sides: Sides, inputs: pairw
             opt.zero_grad()
             loss.backward()
             opt.step()
-        if eval_rows is not None:
-            head.eval()
-            history.append(score())
-            head.train()
-    return ffn, head.eval(), norm, history
+    return ffn, head.eval(), norm
 
 
 def tune_fold(base: Any, states: tune.TokenStates, sides: Sides, inputs: pairwise.PairInputs, targets: np.ndarray,
               train_rows: np.ndarray, head_cfg: pairwise.HeadConfig, cfg: TuneConfig,
-              components: np.ndarray | None, tta: bool = False) -> dict[str, Any]:
-    """One outer fold: block and head trained on ``train_rows`` for ``cfg.epochs``; returns the merged block and head."""
-    ffn, head, norm, _ = train_block(base, states, sides, inputs, targets, train_rows, head_cfg, cfg, components,
-                                     cfg.epochs, None, tta)
+              components: np.ndarray | None) -> dict[str, Any]:
+    """One outer fold: block and head trained on ``train_rows``; returns the merged block and the head."""
+    ffn, head, norm = train_block(base, states, sides, inputs, targets, train_rows, head_cfg, cfg, components)
     return {"ffn": tune.merged(ffn), "head": head, "norm": norm}
