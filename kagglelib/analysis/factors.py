@@ -105,9 +105,8 @@ def factor_table(run_dirs: list[Path], reference: str, n_bootstrap: int = 1000, 
     by_name = {d.name: d for d in run_dirs}
     if reference not in by_name:
         return pd.DataFrame()
-    configs = {n: Run.at(d).config for n, d in by_name.items()}
-    real = {n: c for n, c in configs.items()
-            if not (c.get("smoke") or str(c.get("backbone", "")).startswith("tiny-"))}
+    runs = {n: Run.at(d) for n, d in by_name.items()}
+    real = {n: r.config for n, r in runs.items() if not r.is_smoke}
     if reference not in real:
         return pd.DataFrame()
     rows = []

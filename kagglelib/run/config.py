@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from ..core.checks import check_run_name
-from ..core.io import comma_list, read_json, write_json
+from ..core.io import comma_list, write_json
 from ..core.paths import (KAGGLE_INPUT, REPO_ROOT, competition_files, default_output_dir, detect_env,
                           resolve_data_path, sample_paths)
 from . import layout
@@ -211,8 +211,3 @@ def save_config(cfg: Any, run_dir: str | Path | None = None, **extra: Any) -> Pa
     data.update(config_class=type(cfg).__name__, env=detect_env(), host=platform.node(),
                 python=platform.python_version(), created=time.strftime("%Y-%m-%dT%H:%M:%S"), **extra)
     return write_json(data, run_dir / CONFIG)
-
-
-def load_config(run_dir: str | Path) -> dict[str, Any]:
-    """Read a run's ``config.json``."""
-    return read_json(Path(run_dir) / CONFIG)
