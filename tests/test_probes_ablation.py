@@ -89,6 +89,31 @@ def test_position_bias_is_seen_and_tta_removes_it(rows):
     assert tta["flip_rate"] == 0 and tta["mean_abs_ab_gap"] < 1e-12
 
 
+def test_bias_report_reuses_raw_figures_only_for_a_swap_exact_run(rows, monkeypatch, tmp_path):
+    from kagglelib.analysis import probes
+
+    calls = {"exact": 0, "biased": 0}
+
+    def counted(name, predict):
+        def run(df):
+            calls[name] += 1
+            return predict(df)
+        return run
+
+    # tta_predict's average is exactly swap-equivariant (float addition commutes); position_biased is not.
+    models = {"exact": counted("exact", lambda df: tta_predict(position_biased, df)),
+              "biased": counted("biased", position_biased)}
+    monkeypatch.setattr(probes, "load_predictor", lambda run_dir, cache_dir=None: models[run_dir.name])
+    monkeypatch.setattr(probes, "probe_rows", lambda run_dir, n_rows, seed=0: rows)
+    report = probes.bias_report([tmp_path / "exact", tmp_path / "biased"], len(rows))
+    assert report["exact"]["raw"]["swap_exact"] and report["exact"]["raw"]["max_swap_diff"] == 0
+    assert report["exact"]["tta"] == report["exact"]["raw"] and calls["exact"] == 12   # raw probes only
+    assert not report["biased"]["raw"]["swap_exact"] and report["biased"]["raw"]["flip_rate"] > 0.2
+    assert report["biased"]["tta"]["flip_rate"] == 0 and calls["biased"] == 12 + 2 * 12   # TTA: two calls each
+    frame = probes.bias_frame(report)
+    assert list(frame["swap_exact"]) == [True, True, False, False]
+
+
 def fake_run(root, name, labels, probs, **config):
     run = root / "runs" / name
     run.mkdir(parents=True)

@@ -194,7 +194,8 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     write_csv(calibration, out / CALIBRATION_CSV)
     real = [r for r in runs if not is_smoke(r)]   # smoke runs are pipeline checks: never a bar in a shown figure
     # Factor variants (``<ref>__...``) are in the factor table; the probes cover the runs a user submits.
-    report = bias_report([r for r in real if "__" not in r.name], cfg.probe_rows, cfg.seed)
+    report = bias_report([r for r in real if "__" not in r.name], cfg.probe_rows, cfg.seed,
+                         cache_dir=Path(cfg.output_dir) / "cache" / "probes")
     write_json(report, out / BIAS_REPORT)
     bias = bias_frame(report)
     figures = {"ablation": ablation_points(table[~table["smoke"].astype(bool)]),

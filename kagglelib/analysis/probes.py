@@ -73,7 +73,8 @@ def position_probe(predict: Predictor, df: pd.DataFrame, base: np.ndarray | None
     base = predict(df) if base is None else base
     unswapped = swap_probs(predict(swap_ab(df)))
     return {"flip_rate": float(np.mean(base.argmax(1) != unswapped.argmax(1))),
-            "mean_abs_ab_gap": float(np.mean(np.abs(base[:, 0] - unswapped[:, 0])))}
+            "mean_abs_ab_gap": float(np.mean(np.abs(base[:, 0] - unswapped[:, 0]))),
+            "max_swap_diff": float(np.max(np.abs(base - unswapped), initial=0.0))}
 
 
 def _slope(x: np.ndarray, y: np.ndarray) -> float:
@@ -119,18 +120,27 @@ def probe_rows(run_dir: Path, n_rows: int, seed: int = 0) -> pd.DataFrame:
     return train.reset_index(drop=True)
 
 
-def bias_report(run_dirs: list[Path], n_rows: int, seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
-    """Probe figures per run, without and with swap TTA: {run: {"raw": {...}, "tta": {...}}}."""
+def bias_report(run_dirs: list[Path], n_rows: int, seed: int = 0,
+                cache_dir: Path | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """Probe figures per run, without and with swap TTA: {run: {"raw": {...}, "tta": {...}}}.
+
+    A run whose raw predictions are exactly swap-equivariant on the probe rows (``max_swap_diff`` 0: the
+    baseline and the symmetric pairwise heads, by construction) gets the raw figures as its TTA figures, since
+    TTA then returns the same probabilities; ``swap_exact`` says so. ``cache_dir``: the MiniLM text embeddings
+    the runs share (see :func:`kagglelib.inference.predictors.run_predictors`).
+    """
     report: dict = {}
     for run_dir in run_dirs:
         try:
-            predict = load_predictor(run_dir)
+            predict = load_predictor(run_dir, cache_dir=cache_dir)
         except (ValueError, FileNotFoundError) as err:   # e.g. a logreg baseline keeps no models
             report[run_dir.name] = {"skipped": str(err)}
             continue
         rows = probe_rows(run_dir, n_rows, seed)
-        report[run_dir.name] = {"raw": run_probes(predict, rows),
-                                "tta": run_probes(lambda df: tta_predict(predict, df), rows)}
+        raw = run_probes(predict, rows)
+        exact = raw["max_swap_diff"] == 0
+        tta = dict(raw) if exact else run_probes(lambda df: tta_predict(predict, df), rows)
+        report[run_dir.name] = {"raw": {**raw, "swap_exact": exact}, "tta": {**tta, "swap_exact": exact}}
     return report
 
 

@@ -114,22 +114,26 @@ def visible_devices(devices: str = "auto") -> list[str]:
 
 
 def run_predictors(run: Run | str | Path, devices: Sequence[str], precision: str = "auto",
-                   quantization: str = "", batch_tokens: int | None = None) -> list[Predictor]:
+                   quantization: str = "", batch_tokens: int | None = None,
+                   cache_dir: str | Path | None = None) -> list[Predictor]:
     """The one way to load a run for prediction: one predictor per device for a transformer run (each fold's
-    model averaged for an all-fold run), one predictor for a baseline run. ``run``: a :class:`Run` or its folder."""
+    model averaged for an all-fold run), one predictor for a baseline run. ``run``: a :class:`Run` or its folder.
+
+    ``cache_dir``: where the frozen MiniLM's text embeddings are kept (keyed by the encoder's content and window
+    settings, so runs reading the same texts share them; None: each predictor keeps its own in memory)."""
     run = run if isinstance(run, Run) else Run.at(run)
     if run.kind == "baseline":
-        return [load_baseline(run)]
+        return [load_baseline(run, cache_dir)]
     if run.kind == "pairwise":   # frozen encoder + heads: one predictor
-        return [tune.load_predictor(run.path)]
+        return [tune.load_predictor(run.path, cache_dir)]
     return [transformer_predictor(run.path, device=d, precision=precision, quantization=quantization,
                                   batch_tokens=batch_tokens) for d in devices]
 
 
-def load_predictor(run: str | Path, output_dir: str | Path | None = None, device: str | None = None) -> Predictor:
+def load_predictor(run: str | Path, output_dir: str | Path | None = None, device: str | None = None,
+                   cache_dir: str | Path | None = None) -> Predictor:
     """A predictor for a run given by name (under output_dir/runs or /kaggle/input) or folder."""
-
-    return run_predictors(Run.open(run, output_dir), [device or visible_devices()[0]])[0]
+    return run_predictors(Run.open(run, output_dir), [device or visible_devices()[0]], cache_dir=cache_dir)[0]
 
 
 def predict_pair(prompt: str | list[str], response_a: str | list[str], response_b: str | list[str],
@@ -142,8 +146,9 @@ def predict_pair(prompt: str | list[str], response_a: str | list[str], response_
     return {"winner_model_a": float(p[0]), "winner_model_b": float(p[1]), "winner_tie": float(p[2])}
 
 
-def load_baseline(run: Run | str | Path) -> Predictor:
-    """A saved 02 run (a :class:`Run` or its folder) as a predictor, from its folder alone."""
+def load_baseline(run: Run | str | Path, cache_dir: str | Path | None = None) -> Predictor:
+    """A saved 02 run (a :class:`Run` or its folder) as a predictor, from its folder alone (``cache_dir``: as in
+    :func:`run_predictors`, for the whole-text MiniLM features)."""
     run = run if isinstance(run, Run) else Run.at(run)
     run_dir = run.path
     if not run.predictor_file.exists():
@@ -175,7 +180,7 @@ def load_baseline(run: Run | str | Path) -> Predictor:
             emb = pair_embeddings(df, None, max_tokens=embed["max_tokens"], max_chars=embed["max_chars"])
         feats = featurizer.transform(df, emb)
         if chunked:
-            extra = pairwise.embedding_features(pairwise.embed_frame(df, None, encoder=encoder, progress=False,
+            extra = pairwise.embedding_features(pairwise.embed_frame(df, cache_dir, encoder=encoder, progress=False,
                                                                      memory=memory, **chunk_kw), comp)
             feats = pd.concat([feats, extra], axis=1)
         if list(feats.columns) != columns:
