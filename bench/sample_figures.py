@@ -4,7 +4,8 @@
 
 Prints, with 95% bootstrap intervals over rows (paired for differences): 04's out-of-fold log loss against the
 class prior, 02's, the 02 + 04 blend (weights and temperature cross-fitted: each row scored by a blend fitted on
-the other rows, as 05 does) against 02 alone, and 06's factor table (variants of 04 against it).
+the other rows, as 05 does) against 02 alone, the same blend with each of 06's variants of 04 in its place, and 06's
+factor table (variants of 04 against it).
 """
 from __future__ import annotations
 
@@ -43,6 +44,13 @@ def main() -> None:
     blend = crossfit_blend([base, enc], labels)
     d, lo, hi = paired_difference(labels, base, blend)
     print(f"     blend OOF log loss {log_loss(labels, blend):.4f}; minus {args.baseline}: {d:+.4f} [{lo:+.4f}, {hi:+.4f}]")
+    # The same blend with each of 06's variants of the encoder in its place (what a better 04 would add to 02).
+    for run in sorted(p.name for p in runs.glob(f"{args.encoder}__*") if (p / "oof.csv").exists()):
+        m = preds[args.baseline].merge(heldout_predictions(runs / run), on="id", suffixes=("_b", ""))
+        y, v = labels_and_probs(m)
+        b = m[[f"{c}_b" for c in ("winner_model_a", "winner_model_b", "winner_tie")]].to_numpy(float)
+        d, lo, hi = paired_difference(y, b, crossfit_blend([b, v], y))
+        print(f"  blend with {run} ({log_loss(y, v):.4f}): minus {args.baseline}: {d:+.4f} [{lo:+.4f}, {hi:+.4f}]")
     table = Path(args.output_dir) / "ablation" / "factor_table.csv"
     if table.exists() and table.stat().st_size > 1:
         print(pd.read_csv(table).round(4).to_string(index=False))

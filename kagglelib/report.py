@@ -58,7 +58,8 @@ def results_markdown(output_dir: Path, figure_dir: Path, readme_dir: Path = REPO
     if bias.exists():
         frame = bias_frame(json.loads(bias.read_text()))
         parts += ["\n**Bias probes** (notebook 06, real held-out rows; shifts are changes in the edited side's win "
-                  "probability):\n", to_markdown(frame)]
+                  "probability; `swap_exact`: the raw predictions are exactly swap-equivariant on these rows, "
+                  "max_swap_diff 0, so the TTA row repeats the raw one):\n", to_markdown(frame)]
         parts += _figure(ab, figure_dir, readme_dir, "bias", "Bias probes on the bundled sample")
     return "\n".join(parts)
 
