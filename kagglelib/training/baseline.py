@@ -205,7 +205,7 @@ def cv_lgbm(feats: pd.DataFrame, labels: np.ndarray, folds: np.ndarray, test_fea
 
     For held-out fold k, each other fold j early-stops a model trained on the remaining folds (grouped by prompt
     like every fold), and fold k is predicted by the mean of those K - 1 models. (Refitting one model on all of
-    k's training folds for 1.25x their mean rounds scored worse on the sample: 1.0382 vs 1.0360 out of fold.) ``targets``: (n, 3) soft targets, trained as weighted expanded rows (:func:`expand_soft`).
+    k's training folds for 1.25x their mean rounds scored worse on the sample: 1.0379 vs 1.0360 out of fold, bench/baseline_variants.py.) ``targets``: (n, 3) soft targets, trained as weighted expanded rows (:func:`expand_soft`).
     """
     import lightgbm as lgb
 
