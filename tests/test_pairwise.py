@@ -134,3 +134,31 @@ def test_each_factor_is_measured_against_the_run_differing_in_one_setting():
     assert nearest("lora", configs, "encoder") == "encoder__pairwise_tune-ffn"   # LoRA vs full fine-tune
     assert nearest("pissa", configs, "encoder") == "lora"                        # PiSSA vs default init
     assert nearest("baseline", configs, "encoder") == "encoder"                  # another notebook: the reference
+
+
+def test_nested_cv_is_memoised_by_content_and_returns_copies(train_df):
+    import torch
+
+    from kagglelib.data.folds import make_folds
+    from kagglelib.data.frame import targets as target_probs
+    from kagglelib.training import pairwise as trainer
+
+    df = train_df.head(120).reset_index(drop=True)
+    rng = np.random.default_rng(0)
+    emb = {s: rng.normal(size=(len(df), 16)).astype(np.float32) for s in pairwise.SIDES}
+    targets, folds = target_probs(df), make_folds(df, 3, 0)
+    head, cands = pairwise.HeadConfig(steps=20), [(4, 0.1), (4, 1.0)]
+    first = trainer.nested_cv(df, emb, targets, folds, head, cands, 1.0, inner_n=2, progress=False)
+    h = first["heads"][0][1]
+    with torch.no_grad():
+        next(h.parameters()).add_(1.0)   # a caller training its heads further must not change the memo
+    again = trainer.nested_cv(df, emb, targets, folds, head, cands, 1.0, inner_n=2, progress=False)
+    np.testing.assert_array_equal(again["oof"], first["oof"])
+    assert again["chosen"] == first["chosen"] and again["heads"][0][1] is not h
+    assert not np.allclose(next(again["heads"][0][1].parameters()).detach(), next(h.parameters()).detach())
+    trainer._NESTED.clear()
+    fresh = trainer.nested_cv(df, emb, targets, folds, head, cands, 1.0, inner_n=2, progress=False)
+    np.testing.assert_array_equal(fresh["oof"], first["oof"])   # deterministic: the memo changes no number
+    emb2 = {**emb, "a": emb["a"] + 0.5}   # other inputs, other result
+    other = trainer.nested_cv(df, emb2, targets, folds, head, cands, 1.0, inner_n=2, progress=False)
+    assert not np.allclose(other["oof"], first["oof"])

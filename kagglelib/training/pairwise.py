@@ -9,7 +9,9 @@ has the layout of an all-fold run: ``config.json``, ``metrics.json`` (out-of-fol
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import hashlib
 import itertools
 import time
 from pathlib import Path
@@ -53,19 +55,46 @@ def tune_config(cfg: Any) -> TuneConfig:
                       batch=cfg.pairwise_tune_batch, seed=m.seed)
 
 
+# In-process memo of nested_cv by content: 06's tuned variants (full, LoRA, PiSSA) share the frozen fit they start from.
+_NESTED: dict[str, dict[str, Any]] = {}
+
+
+def nested_cv_key(df: pd.DataFrame, emb: dict[str, np.ndarray], targets: np.ndarray, folds: np.ndarray,
+                  *settings: Any) -> str:
+    """Content hash of a nested CV's inputs: the texts, embeddings, targets, folds and every setting."""
+    h = hashlib.sha256()
+    columns = [*pairwise.side_texts(df).values(), *(df[c] for c in ("id", "label") if c in df.columns)]
+    for col in columns:   # the texts (features, prompt groups) and the labels the inner folds stratify by
+        h.update(pd.util.hash_pandas_object(col.astype(str), index=False).to_numpy().tobytes())
+    for a in (*(emb[s] for s in pairwise.SIDES), targets, folds):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    h.update(repr(settings).encode())
+    return h.hexdigest()
+
+
 def nested_cv(df: pd.DataFrame, emb: dict[str, np.ndarray], targets: np.ndarray, folds: np.ndarray,
               head: pairwise.HeadConfig, cands: list[tuple[int, float]], emb_scale: float, inner_n: int = 4,
               seed: int = 42, progress: bool = True, tta: bool = False) -> dict[str, Any]:
-    """Out-of-fold probabilities; per fold the candidate with the best inner-CV loss on its training rows."""
+    """Out-of-fold probabilities; per fold the candidate with the best inner-CV loss on its training rows.
+
+    The same inputs in one process return a copy of the first result (the fits are deterministic).
+    """
     import torch
     from tqdm.auto import tqdm
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)   # tiny full-batch fits: more threads only contend (measured ~10x slower on 2 shared cores)
-    try:
-        return _nested_cv(df, emb, targets, folds, head, cands, emb_scale, inner_n, seed, progress, tqdm, tta)
-    finally:
-        torch.set_num_threads(threads)
+    key = nested_cv_key(df, emb, targets, folds, head, cands, emb_scale, inner_n, seed, tta)
+    if key not in _NESTED:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)   # tiny full-batch fits: more threads only contend (~10x slower on 2 shared cores)
+        try:
+            result = _nested_cv(df, emb, targets, folds, head, cands, emb_scale, inner_n, seed, progress, tqdm, tta)
+        finally:
+            torch.set_num_threads(threads)
+        _NESTED.clear()   # one data set at a time
+        _NESTED[key] = result
+    return copy.deepcopy(_NESTED[key])   # a copy: callers may train the heads further
 
 
 def _nested_cv(df: pd.DataFrame, emb: dict[str, np.ndarray], targets: np.ndarray, folds: np.ndarray,
