@@ -1,6 +1,6 @@
-"""02's LightGBM on the bundled sample: thread count, a refit variant, fixed-setting variants, a LightGBM + logistic
-regression average, 02 without its MiniLM columns (issue 21's attempts at 02 <= 1.035; every fold, out of fold, raw
-probabilities).
+"""02's LightGBM on the bundled sample: thread count, a refit variant, fixed-setting variants, LightGBM seeds averaged,
+02 without its MiniLM columns, a LightGBM + logistic regression average at fixed weights and cross-fitted (issue 21's
+attempts at 02 <= 1.035; every fold, out of fold, raw probabilities unless it says cross-fitted).
 
     python bench/baseline_variants.py [--output-dir outputs]
 
@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kagglelib.data.folds import make_folds  # noqa: E402
 from kagglelib.data.load import load_arena  # noqa: E402
+from kagglelib.scoring.ensemble import crossfit_blend  # noqa: E402
 from kagglelib.scoring.metrics import log_loss  # noqa: E402
 from kagglelib.training.baseline import (BaselineConfig, augment, build_features, cv_lgbm, cv_logreg,  # noqa: E402
                                          symmetric_predict)
@@ -83,9 +84,16 @@ def main() -> None:
     plain = [c for c in feats.columns if not c.startswith("cemb_")]
     r = cv_lgbm(feats[plain], labels, folds, test_feats[plain], params, cfg.n_estimators, cfg.early_stopping_rounds)
     print(f"without the whole-text MiniLM columns (cemb_*, {len(feats.columns) - len(plain)}): {log_loss(labels, r.oof):.4f}")
+    seeds = [base] + [cv_lgbm(feats, labels, folds, test_feats, {**params, "seed": cfg.seed + s}, cfg.n_estimators,
+                              cfg.early_stopping_rounds).oof for s in (1, 2)]
+    print(f"mean of 3 LightGBM seeds: {log_loss(labels, np.mean(seeds, axis=0)):.4f}")
     lr = cv_logreg(feats, labels, folds, test_feats, cfg.logreg_C)
     for w in (0.1, 0.2, 0.3):
-        print(f"(1 - {w}) LightGBM + {w} logistic regression: {log_loss(labels, (1 - w) * base + w * lr.oof):.4f}")
+        print(f"(1 - {w}) LightGBM + {w} logistic regression: {log_loss(labels, (1 - w) * base + w * lr.oof):.4f} "
+              "(weight looked at on the scored rows)")
+    # Honest versions: weights and temperature fitted on the other rows (as 05 does), against a temperature alone.
+    print(f"cross-fitted LightGBM + logistic regression blend: {log_loss(labels, crossfit_blend([base, lr.oof], labels)):.4f}"
+          f" vs cross-fitted temperature alone {log_loss(labels, crossfit_blend([base], labels)):.4f}")
 
 
 if __name__ == "__main__":
