@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..core.io import save_figure, write_json
 from ..data.folds import make_folds
-from ..data.frame import is_soft, soft_rows, targets as target_probs
+from ..data.frame import content_fingerprint, is_soft, soft_rows, targets as target_probs
 from ..models import pairwise, tune
 from ..run.config import save_config
 from ..run.info import provenance, write_heldout, write_run_info
@@ -61,11 +61,8 @@ _NESTED: dict[str, dict[str, Any]] = {}
 
 def nested_cv_key(df: pd.DataFrame, emb: dict[str, np.ndarray], targets: np.ndarray, folds: np.ndarray,
                   *settings: Any) -> str:
-    """Content hash of a nested CV's inputs: the texts, embeddings, targets, folds and every setting."""
-    h = hashlib.sha256()
-    columns = [*pairwise.side_texts(df).values(), *(df[c] for c in ("id", "label") if c in df.columns)]
-    for col in columns:   # the texts (features, prompt groups) and the labels the inner folds stratify by
-        h.update(pd.util.hash_pandas_object(col.astype(str), index=False).to_numpy().tobytes())
+    """Content hash of a nested CV's inputs: the rows (ids, texts, labels), embeddings, targets, folds, settings."""
+    h = hashlib.sha256(content_fingerprint(df).encode())
     for a in (*(emb[s] for s in pairwise.SIDES), targets, folds):
         a = np.ascontiguousarray(a)
         h.update(f"{a.dtype}{a.shape}".encode())
