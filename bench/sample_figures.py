@@ -25,6 +25,14 @@ from kagglelib.scoring.ensemble import crossfit_blend  # noqa: E402
 from kagglelib.scoring.metrics import log_loss, prior_probs  # noqa: E402
 
 
+def shared_rows(baseline: pd.DataFrame, other: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, baseline probabilities, other run's probabilities) on the rows both runs held out."""
+    merged = baseline.merge(other, on="id", suffixes=("_b", ""))
+    labels, probs = labels_and_probs(merged)
+    base = merged[[f"{c}_b" for c in ("winner_model_a", "winner_model_b", "winner_tie")]].to_numpy(float)
+    return labels, base, probs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--output-dir", default="outputs")
@@ -32,10 +40,8 @@ def main() -> None:
     ap.add_argument("--encoder", default="encoder")
     args = ap.parse_args()
     runs = Path(args.output_dir) / "runs"
-    preds = {n: heldout_predictions(runs / n) for n in (args.baseline, args.encoder)}
-    merged = preds[args.baseline].merge(preds[args.encoder], on="id", suffixes=("_b", ""))
-    labels, enc = labels_and_probs(merged)
-    base = merged[[f"{c}_b" for c in ("winner_model_a", "winner_model_b", "winner_tie")]].to_numpy(float)
+    baseline = heldout_predictions(runs / args.baseline)
+    labels, base, enc = shared_rows(baseline, heldout_predictions(runs / args.encoder))
     prior = log_loss(labels, prior_probs(labels, len(labels)))
     print(f"rows held out by both runs: {len(labels)}; class prior log loss {prior:.4f}")
     for name, p in ((args.encoder, enc), (args.baseline, base)):
@@ -46,9 +52,7 @@ def main() -> None:
     print(f"     blend OOF log loss {log_loss(labels, blend):.4f}; minus {args.baseline}: {d:+.4f} [{lo:+.4f}, {hi:+.4f}]")
     # The same blend with each of 06's variants of the encoder in its place (what a better 04 would add to 02).
     for run in sorted(p.name for p in runs.glob(f"{args.encoder}__*") if (p / "oof.csv").exists()):
-        m = preds[args.baseline].merge(heldout_predictions(runs / run), on="id", suffixes=("_b", ""))
-        y, v = labels_and_probs(m)
-        b = m[[f"{c}_b" for c in ("winner_model_a", "winner_model_b", "winner_tie")]].to_numpy(float)
+        y, b, v = shared_rows(baseline, heldout_predictions(runs / run))
         d, lo, hi = paired_difference(y, b, crossfit_blend([b, v], y))
         print(f"  blend with {run} ({log_loss(y, v):.4f}): minus {args.baseline}: {d:+.4f} [{lo:+.4f}, {hi:+.4f}]")
     table = Path(args.output_dir) / "ablation" / "factor_table.csv"
